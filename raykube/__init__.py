@@ -1,0 +1,45 @@
+"""raykube: describe a Ray cluster once, run it locally or on Kubernetes (KubeRay), and train,
+serve and submit jobs on it.
+
+The public surface is what ``__all__`` names; everything else is internal.
+"""
+
+from raykube.cluster import Cluster, get, list_clusters, up
+from raykube.errors import (
+    BackendError,
+    ClusterError,
+    ClusterExists,
+    ClusterNotFound,
+    JobError,
+    JobFailed,
+    PortInUse,
+    RaykubeError,
+    ReadyTimeout,
+    ScaleError,
+    SpecError,
+    TrainError,
+)
+from raykube.spec import ClusterSpec, load_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "Cluster",
+    "ClusterError",
+    "ClusterExists",
+    "ClusterNotFound",
+    "ClusterSpec",
+    "JobError",
+    "JobFailed",
+    "PortInUse",
+    "RaykubeError",
+    "ReadyTimeout",
+    "ScaleError",
+    "SpecError",
+    "TrainError",
+    "get",
+    "list_clusters",
+    "load_spec",
+    "up",
+]

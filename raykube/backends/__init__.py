@@ -1,0 +1,1 @@
+"""Backends: where a cluster runs. See :mod:`raykube.backends.base` for the interface."""

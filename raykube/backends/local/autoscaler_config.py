@@ -1,0 +1,125 @@
+"""Cluster spec -> the config of Ray's autoscaler with its fake multi-node provider (pure).
+
+Locally, each worker replica is one raylet that Ray's own autoscaler starts through the
+``fake_multinode`` provider, one node type per worker group. Ray ships that provider but not
+the example config its ``AutoscalingCluster`` helper reads, so raykube writes the whole config.
+
+The autoscaler re-reads this file on every update, which is how raykube scales: a group's
+``min_workers``/``max_workers`` are its current target when autoscaling is off, and
+``minReplicas``/``maxReplicas`` when the autoscaler owns the count.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from raykube.spec import GROUP_LABEL, ClusterSpec, WorkerGroupSpec
+
+HEAD_NODE_TYPE = "ray.head.default"
+"""The fake provider's fixed name for the head's node type."""
+
+DEFAULT_OBJECT_STORE_BYTES = 100 * 1024**2
+"""Object store per local node unless rayStartParams say otherwise; Ray's default (30% of RAM
+per node) would overcommit a laptop several times over with a few simulated nodes."""
+
+LOCAL_START_PARAMS = {"num-cpus", "num-gpus", "object-store-memory", "resources"}
+"""Worker rayStartParams the local backend applies; the rest apply on Kubernetes only."""
+
+
+def group_resources(group: WorkerGroupSpec) -> dict[str, float]:
+    """Ray resources one worker of ``group`` advertises (what the autoscaler plans with)."""
+    resources: dict[str, float] = {"CPU": group.ray_cpus}
+    if group.gpu:
+        resources["GPU"] = group.gpu
+    if group.accelerator_type:
+        resources[f"accelerator_type:{group.accelerator_type}"] = 1
+    params = group.ray_start_params
+    resources["object_store_memory"] = int(
+        params.get("object-store-memory", DEFAULT_OBJECT_STORE_BYTES)
+    )
+    if "resources" in params:
+        resources.update(json.loads(params["resources"]))
+    return resources
+
+
+def group_labels(group: WorkerGroupSpec) -> dict[str, str]:
+    """Ray node labels of ``group``: its own, and raykube.io/group naming it."""
+    return {**group.labels, GROUP_LABEL: group.group_name}
+
+
+def group_bounds(spec: ClusterSpec, group: WorkerGroupSpec, target: int) -> tuple[int, int]:
+    """``(min_workers, max_workers)`` for ``group`` given its current target replica count.
+
+    While raykube drives a change (``up``, ``scale``) the target pins both bounds; once the
+    autoscaler owns the group, ``target`` is None-like (-1) and the spec's bounds apply.
+    """
+    if target >= 0:
+        return target, target
+    return group.min_replicas, int(group.max_replicas or 0)
+
+
+def build_autoscaler_config(
+    spec: ClusterSpec,
+    *,
+    gcs_address: str,
+    head_resources: dict[str, float],
+    targets: dict[str, int],
+) -> dict[str, Any]:
+    """The full autoscaler config for ``spec``.
+
+    Args:
+        spec: the cluster.
+        gcs_address: ``host:port`` of the head's GCS, for the nodes the provider starts.
+        head_resources: what the head advertises (the provider plans with it).
+        targets: per group, a replica count to pin (>= 0), or -1 to let the autoscaler choose
+            between minReplicas and maxReplicas.
+    """
+    node_types: dict[str, Any] = {
+        HEAD_NODE_TYPE: {"resources": head_resources, "node_config": {}, "max_workers": 0}
+    }
+    total_max = 0
+    for group in spec.worker_group_specs:
+        low, high = group_bounds(spec, group, targets.get(group.group_name, -1))
+        total_max += high
+        node_types[group.group_name] = {
+            "resources": group_resources(group),
+            "labels": group_labels(group),
+            "node_config": {},
+            "min_workers": low,
+            "max_workers": high,
+        }
+    options = spec.autoscaler_options
+    return {
+        "cluster_name": spec.name,
+        "max_workers": total_max,
+        "upscaling_speed": options.upscaling_mode.upscaling_speed,
+        "idle_timeout_minutes": options.idle_timeout_seconds / 60.0,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+            "gcs_address": gcs_address,
+        },
+        "available_node_types": node_types,
+        "head_node_type": HEAD_NODE_TYPE,
+        "auth": {},
+        "docker": {},
+        "initialization_commands": [],
+        "setup_commands": [],
+        "head_setup_commands": [],
+        "worker_setup_commands": [],
+        "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+    }
+
+
+def unsupported_worker_params(group: WorkerGroupSpec) -> list[str]:
+    """rayStartParams of ``group`` that only the Kubernetes backend applies."""
+    return sorted(set(group.ray_start_params) - LOCAL_START_PARAMS)

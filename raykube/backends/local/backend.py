@@ -1,0 +1,421 @@
+"""The embedded backend: a real multi-node Ray cluster on this machine.
+
+The head is ``ray start --head`` with an autoscaling config; every worker replica is a raylet
+that Ray's own autoscaler starts through the ``fake_multinode`` provider, one node type per
+worker group, carrying that group's resources and the ``ray.io/node-group`` label. Autoscaling
+is therefore Ray's real autoscaler reacting to real demand; only the "machines" are processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raykube.auth import client_env, ensure_token
+from raykube.backends.base import ClusterStatus, ClusterSummary, Endpoints, GroupStatus, NodeStatus
+from raykube.backends.local.autoscaler_config import (
+    DEFAULT_OBJECT_STORE_BYTES,
+    build_autoscaler_config,
+    unsupported_worker_params,
+)
+from raykube.backends.local.ports import pick_free_ports, require_free
+from raykube.backends.local.processes import MARKER_ENV, find_processes, stop_processes
+from raykube.backends.local.state import LocalRecord, Ports, known_names, ray_temp_dir
+from raykube.dashboard import DashboardClient
+from raykube.errors import BackendError, ClusterExists, ClusterNotFound, RaykubeError, ScaleError
+from raykube.progress import Progress
+from raykube.spec import GROUP_LABEL, ClusterSpec, parse_spec
+from raykube.waiting import wait_for
+
+
+# rayStartParams of the head that name a port, with the role used in messages.
+_PINNABLE_PORTS = {
+    "port": ("gcs", "GCS"),
+    "dashboard-port": ("dashboard", "dashboard"),
+    "ray-client-server-port": ("client", "Ray Client server"),
+    "dashboard-agent-listen-port": ("dashboard_agent", "dashboard agent"),
+    "metrics-export-port": ("metrics", "metrics endpoint"),
+}
+# Head rayStartParams raykube sets itself; the rest pass through to `ray start`.
+_MANAGED_HEAD_PARAMS = set(_PINNABLE_PORTS) | {
+    "num-cpus", "object-store-memory", "temp-dir", "autoscaling-config", "block",
+    "dashboard-host", "head",
+}
+
+
+def _ray_cli() -> str:
+    """The `ray` executable of this Python environment."""
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def _node_ip() -> str:
+    import ray.util
+
+    return str(ray.util.get_node_ip_address())
+
+
+class LocalBackend:
+    """Runs clusters as processes on this machine. See the module docstring."""
+
+    name = "local"
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _record(self, name: str) -> LocalRecord:
+        record = LocalRecord.load(name)
+        if record is None or not find_processes(record.marker):
+            running = ", ".join(n for n in known_names() if self._is_running(n)) or "none"
+            raise ClusterNotFound(
+                f"no local cluster named {name!r} is running (running: {running})",
+                "start it with `raykube up SPEC`; `raykube list` shows what runs",
+            )
+        return record
+
+    def _is_running(self, name: str) -> bool:
+        record = LocalRecord.load(name)
+        return record is not None and bool(find_processes(record.marker))
+
+    @staticmethod
+    def _endpoints(record: LocalRecord) -> Endpoints:
+        ip, ports = record.node_ip, record.ports
+        return Endpoints(
+            gcs_address=f"{ip}:{ports.gcs}",
+            dashboard_url=f"http://127.0.0.1:{ports.dashboard}",
+            client_address=f"ray://127.0.0.1:{ports.client}",
+            serve_url=f"http://127.0.0.1:{ports.serve}",
+            auth_token_path=record.token_path,
+        )
+
+    @staticmethod
+    def _head_resources(spec: ClusterSpec) -> dict[str, float]:
+        params = spec.head_group_spec.ray_start_params
+        return {
+            "CPU": int(params.get("num-cpus", "0")),
+            "object_store_memory": int(
+                params.get("object-store-memory", DEFAULT_OBJECT_STORE_BYTES)
+            ),
+        }
+
+    def _write_autoscaler_config(self, record: LocalRecord, spec: ClusterSpec) -> None:
+        config = build_autoscaler_config(
+            spec,
+            gcs_address=f"{record.node_ip}:{record.ports.gcs}",
+            head_resources=self._head_resources(spec),
+            targets=record.targets,
+        )
+        tmp = record.autoscaler_config_path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        tmp.replace(record.autoscaler_config_path)
+
+    def _allocate_ports(self, spec: ClusterSpec) -> Ports:
+        params = spec.head_group_spec.ray_start_params
+        free = iter(pick_free_ports(6))
+        chosen: dict[str, int] = {}
+        for param, (field, role) in _PINNABLE_PORTS.items():
+            if param in params:
+                port = int(params[param])
+                require_free(port, role, spec.name)
+                chosen[field] = port
+            else:
+                chosen[field] = next(free)
+        return Ports(serve=next(free), **chosen)
+
+    def _head_command(self, record: LocalRecord, spec: ClusterSpec) -> list[str]:
+        ports, head = record.ports, spec.head_group_spec
+        resources = self._head_resources(spec)
+        command = [
+            _ray_cli(), "start", "--head",
+            f"--port={ports.gcs}",
+            f"--dashboard-port={ports.dashboard}",
+            "--dashboard-host=127.0.0.1",
+            f"--ray-client-server-port={ports.client}",
+            f"--dashboard-agent-listen-port={ports.dashboard_agent}",
+            f"--metrics-export-port={ports.metrics}",
+            f"--temp-dir={record.temp_dir}",
+            f"--num-cpus={int(resources['CPU'])}",
+            f"--object-store-memory={int(resources['object_store_memory'])}",
+            f"--autoscaling-config={record.autoscaler_config_path}",
+            "--disable-usage-stats",
+        ]
+        for key, value in head.ray_start_params.items():
+            if key not in _MANAGED_HEAD_PARAMS:
+                command.append(f"--{key}={value}")
+        return command
+
+    def _head_env(self, record: LocalRecord, spec: ClusterSpec) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+        env.update(spec.head_group_spec.env)
+        env.update(client_env(record.token_path))
+        env.update(
+            {
+                MARKER_ENV: record.marker,
+                "RAY_FAKE_CLUSTER": "1",
+                "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                "RAY_USAGE_STATS_ENABLED": "0",
+            }
+        )
+        return env
+
+    def _autoscaler_errors(self, record: LocalRecord) -> str:
+        log = Path(record.temp_dir) / "session_latest" / "logs" / "monitor.err"
+        try:
+            lines = [line for line in log.read_text().splitlines() if line.strip()]
+        except OSError:
+            return ""
+        return "\n".join(lines[-5:])
+
+    # ---- status --------------------------------------------------------------------------
+
+    def _status_of(self, record: LocalRecord) -> ClusterStatus:
+        spec = parse_spec(yaml.safe_load(record.spec_yaml), source=record.name)
+        client = DashboardClient(self._endpoints(record).dashboard_url, record.token_path)
+        try:
+            raw_nodes = client.nodes()
+            head_ready = any(n.get("is_head_node") and n["state"] == "ALIVE" for n in raw_nodes)
+        except BackendError as exc:
+            raw_nodes, head_ready, message = [], False, exc.message
+        else:
+            message = ""
+        nodes = [
+            NodeStatus(
+                node_id=n["node_id"],
+                group="head" if n.get("is_head_node") else (n.get("labels") or {}).get(
+                    GROUP_LABEL, "?"
+                ),
+                alive=n["state"] == "ALIVE",
+                resources={
+                    k: float(v) for k, v in (n.get("resources_total") or {}).items()
+                    if not k.startswith("node:")
+                },
+            )
+            for n in raw_nodes
+        ]
+        alive = Counter(n.group for n in nodes if n.alive)
+        groups = []
+        for group in spec.worker_group_specs:
+            target = record.targets.get(group.group_name, -1)
+            groups.append(
+                GroupStatus(
+                    name=group.group_name,
+                    replicas=target if target >= 0 else alive[group.group_name],
+                    min_replicas=group.min_replicas,
+                    max_replicas=int(group.max_replicas or 0),
+                    ready=alive[group.group_name],
+                )
+            )
+        return ClusterStatus(
+            name=record.name, backend=self.name, head_ready=head_ready, groups=groups,
+            nodes=nodes, endpoints=self._endpoints(record), message=message,
+        )
+
+    def _wait_for_targets(
+        self, record: LocalRecord, *, timeout: float, progress: Progress
+    ) -> ClusterStatus:
+        last: list[ClusterStatus] = []
+
+        def probe() -> ClusterStatus | None:
+            status = self._status_of(record)
+            last[:] = [status]
+            if not status.head_ready:
+                progress.say(f"cluster {record.name!r}: waiting for the head")
+                return None
+            parts = [
+                f"{g.name} {g.ready}/{record.targets[g.name]}"
+                for g in status.groups
+                if record.targets.get(g.name, -1) >= 0
+            ]
+            if parts:
+                progress.say(f"cluster {record.name!r}: workers joined: " + ", ".join(parts))
+            done = all(
+                g.ready == record.targets[g.name]
+                for g in status.groups
+                if record.targets.get(g.name, -1) >= 0
+            )
+            return status if done else None
+
+        def fail_on() -> RaykubeError | None:
+            if not find_processes(record.marker):
+                return BackendError(
+                    f"cluster {record.name!r}: the head's processes exited",
+                    f"see the logs in {record.temp_dir}/session_latest/logs",
+                )
+            return None
+
+        def describe() -> str:
+            if not last:
+                return "no answer from the dashboard"
+            short = [
+                f"group {g.name!r} has {g.ready} of {record.targets[g.name]} workers"
+                for g in last[0].groups
+                if record.targets.get(g.name, -1) >= 0 and g.ready != record.targets[g.name]
+            ]
+            errors = self._autoscaler_errors(record)
+            text = "; ".join(short) or "head not ready"
+            return text + (f"\nautoscaler log:\n{errors}" if errors else "")
+
+        return wait_for(
+            probe, timeout=timeout, what=f"cluster {record.name!r}", fail_on=fail_on,
+            describe=describe,
+            hint="a 1-CPU worker needs a free logical CPU; check `raykube status` and the "
+            "autoscaler log in the Ray temp dir",
+        )
+
+    # ---- Backend interface ---------------------------------------------------------------
+
+    def up(self, spec: ClusterSpec, *, timeout: float = 180.0) -> Endpoints:
+        """Start ``spec`` on this machine and wait until every group has its replicas.
+
+        Raises:
+            ClusterExists: a cluster of that name is running.
+            PortInUse: a port pinned in headGroupSpec.rayStartParams is taken.
+            ReadyTimeout: it did not become ready; everything started is stopped again.
+        """
+        progress = Progress()
+        existing = LocalRecord.load(spec.name)
+        if existing is not None:
+            if find_processes(existing.marker):
+                raise ClusterExists(
+                    f"a local cluster named {spec.name!r} is already running "
+                    f"(dashboard {self._endpoints(existing).dashboard_url})",
+                    f"use it, or stop it first with `raykube down {spec.name}`",
+                )
+            existing.remove()  # left over from a crash: nothing of it runs any more
+        for group in spec.worker_group_specs:
+            ignored = unsupported_worker_params(group)
+            if ignored:
+                progress.say(
+                    f"group {group.group_name!r}: rayStartParams {', '.join(ignored)} apply on "
+                    "Kubernetes only; the local backend ignores them"
+                )
+        ports = self._allocate_ports(spec)
+        record = LocalRecord(
+            name=spec.name,
+            marker=f"{spec.name}-{uuid.uuid4().hex[:12]}",
+            node_ip=_node_ip(),
+            ports=ports,
+            temp_dir=str(ray_temp_dir(spec.name)),
+            token_path=str(ensure_token()),
+            spec_yaml=spec.to_yaml(),
+            targets={g.group_name: int(g.replicas or 0) for g in spec.worker_group_specs},
+        )
+        record.save()
+        try:
+            self._write_autoscaler_config(record, spec)
+            if spec.storage:
+                Path(spec.storage.path).mkdir(parents=True, exist_ok=True)
+            progress.say(
+                f"cluster {spec.name!r}: starting the head (GCS :{ports.gcs}, dashboard "
+                f":{ports.dashboard}, Ray Client :{ports.client})"
+            )
+            result = subprocess.run(
+                self._head_command(record, spec), env=self._head_env(record, spec),
+                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            )
+            if result.returncode != 0:
+                tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+                raise BackendError(
+                    f"cluster {spec.name!r}: `ray start --head` failed (exit "
+                    f"{result.returncode}):\n{tail}",
+                    "check headGroupSpec.rayStartParams; RAYKUBE_DEBUG=1 shows more",
+                )
+            self._wait_for_targets(record, timeout=timeout, progress=progress)
+            if spec.enable_in_tree_autoscaling:
+                record.targets = {name: -1 for name in record.targets}
+                record.save()
+                self._write_autoscaler_config(record, spec)
+        except BaseException:
+            progress.say(f"cluster {spec.name!r}: start failed; stopping what was started")
+            stop_processes(record.marker)
+            record.remove()
+            raise
+        endpoints = self._endpoints(record)
+        progress.say(f"cluster {spec.name!r} is ready: dashboard {endpoints.dashboard_url}")
+        return endpoints
+
+    def status(self, name: str) -> ClusterStatus:
+        """The groups, nodes and health of running cluster ``name``."""
+        return self._status_of(self._record(name))
+
+    def wait(self, name: str, *, timeout: float = 120.0) -> ClusterStatus:
+        """Wait until every pinned group target is met."""
+        return self._wait_for_targets(self._record(name), timeout=timeout, progress=Progress())
+
+    def scale(self, name: str, group: str, replicas: int, *, timeout: float = 120.0) -> ClusterStatus:
+        """Set ``group`` to ``replicas`` workers and wait until exactly that many run.
+
+        With autoscaling on, the autoscaler owns the count again afterwards: it may add
+        workers under load (up to maxReplicas) and remove idle ones (down to minReplicas).
+
+        Raises:
+            ScaleError: unknown group, or ``replicas`` outside [minReplicas, maxReplicas].
+        """
+        record = self._record(name)
+        spec = parse_spec(yaml.safe_load(record.spec_yaml), source=name)
+        try:
+            group_spec = spec.worker_group(group)
+        except KeyError as exc:
+            raise ScaleError(f"cluster {name!r}: {exc.args[0]}", "pass one of those groups") from None
+        low, high = group_spec.min_replicas, int(group_spec.max_replicas or 0)
+        if not low <= replicas <= high:
+            raise ScaleError(
+                f"cluster {name!r}: group {group!r} scales between minReplicas {low} and "
+                f"maxReplicas {high}; {replicas} is outside",
+                "pick a count inside the bounds, or change them in the spec and `raykube up` again",
+            )
+        progress = Progress()
+        progress.say(f"cluster {name!r}: scaling group {group!r} to {replicas}")
+        record.targets[group] = replicas
+        record.save()
+        self._write_autoscaler_config(record, spec)
+        status = self._wait_for_targets(record, timeout=timeout, progress=progress)
+        if spec.enable_in_tree_autoscaling:
+            record.targets[group] = -1
+            record.save()
+            self._write_autoscaler_config(record, spec)
+        return status
+
+    def down(self, name: str, *, timeout: float = 60.0) -> None:
+        """Stop every process of ``name`` and remove its state. Also cleans a crashed one."""
+        record = LocalRecord.load(name)
+        if record is None:
+            raise ClusterNotFound(
+                f"no local cluster named {name!r}",
+                "`raykube list` shows the clusters raykube knows",
+            )
+        progress = Progress()
+        count = stop_processes(record.marker)
+        record.remove()
+        progress.say(f"cluster {name!r} is down ({count} processes stopped)")
+
+    def endpoints(self, name: str) -> Endpoints:
+        """How to reach running cluster ``name``."""
+        return self._endpoints(self._record(name))
+
+    def list(self) -> list[ClusterSummary]:
+        """Every local cluster with a record: running, or stale after a crash."""
+        summaries = []
+        for name in known_names():
+            record = LocalRecord.load(name)
+            if record is None:
+                continue
+            running = bool(find_processes(record.marker))
+            summaries.append(
+                ClusterSummary(
+                    name=name, backend=self.name, state="running" if running else "dead",
+                    dashboard_url=self._endpoints(record).dashboard_url if running else None,
+                )
+            )
+        return summaries
+
+    def spec_of(self, name: str) -> ClusterSpec:
+        """The spec a running cluster was started from."""
+        data: Any = yaml.safe_load(self._record(name).spec_yaml)
+        return parse_spec(data, source=name)

@@ -1,0 +1,188 @@
+"""The ``raykube`` command: a thin layer over the Python API.
+
+Each command parses its arguments, calls one API function and prints the result. Only
+:func:`main` catches :class:`RaykubeError`: it prints ``error:`` and ``hint:`` to stderr and exits
+with the error's code, without a traceback unless ``RAYKUBE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from raykube import cluster as clusters
+from raykube.auth import client_env
+from raykube.backends.base import ClusterStatus
+from raykube.errors import RaykubeError
+from raykube.spec import explain, load_spec
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _amount(resource: str, value: float) -> str:
+    """A resource amount as a person reads it: bytes in GiB/MiB, counts as numbers."""
+    if resource in ("memory", "object_store_memory"):
+        return f"{value / 2**30:.1f}GiB" if value >= 2**30 else f"{value / 2**20:.0f}MiB"
+    return f"{value:g}"
+
+
+def _print_status(status: ClusterStatus) -> None:
+    health = "ready" if status.is_ready else "not ready"
+    print(f"cluster {status.name} ({status.backend}): {health}")
+    if status.endpoints:
+        print(f"  dashboard: {status.endpoints.dashboard_url}")
+        print(f"  address:   {status.endpoints.gcs_address}")
+    if status.message:
+        print(f"  message:   {status.message}")
+    print(f"  head: {'up' if status.head_ready else 'down'}")
+    print(f"  {'GROUP':<16}{'READY':>6}{'REPLICAS':>10}{'MIN':>6}{'MAX':>6}")
+    for group in status.groups:
+        print(
+            f"  {group.name:<16}{group.ready:>6}{group.replicas:>10}"
+            f"{group.min_replicas:>6}{group.max_replicas:>6}"
+        )
+    print(f"  nodes ({sum(n.alive for n in status.nodes)} alive):")
+    for node in status.nodes:
+        if node.alive:
+            resources = ", ".join(
+                f"{k}={_amount(k, v)}" for k, v in sorted(node.resources.items())
+            )
+            print(f"    {node.node_id[-10:]}  {node.group:<16} {resources}")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    cluster = clusters.up(spec, backend=args.backend, timeout=args.timeout)
+    endpoints = cluster.endpoints
+    print(f"cluster {cluster.name} is up")
+    print(f"  dashboard: {endpoints.dashboard_url}")
+    print(f"  address:   {endpoints.gcs_address}")
+    print(f"next: raykube status {cluster.name}  |  eval \"$(raykube env {cluster.name})\"")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    names = [args.name] if args.name else [
+        s.name for s in clusters.list_clusters(backend=args.backend) if s.state == "running"
+    ]
+    if not names:
+        print("no running clusters; start one with `raykube up clusters/local.yaml`")
+        return 0
+    for name in names:
+        _print_status(clusters.get(name, backend=args.backend).status())
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    cluster = clusters.get(args.name, backend=args.backend)
+    status = cluster.scale(args.group, args.replicas, timeout=args.timeout)
+    print(f"group {args.group} of cluster {args.name}: {status.group(args.group).ready} workers")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    clusters.get_backend(args.backend).down(args.name, timeout=args.timeout)
+    print(f"cluster {args.name} is down")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    summaries = clusters.list_clusters(backend=args.backend)
+    if not summaries:
+        print("no clusters; start one with `raykube up clusters/local.yaml`")
+        return 0
+    print(f"{'NAME':<20}{'BACKEND':<10}{'STATE':<10}DASHBOARD")
+    for summary in summaries:
+        print(f"{summary.name:<20}{summary.backend:<10}{summary.state:<10}"
+              f"{summary.dashboard_url or '-'}")
+    return 0
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    if args.explain or not args.spec:
+        print(explain())
+        return 0
+    spec = load_spec(args.spec)
+    groups = ", ".join(
+        f"{g.group_name} ({g.min_replicas}..{g.max_replicas}, {g.gpu} GPU)"
+        for g in spec.worker_group_specs
+    )
+    print(f"{args.spec}: valid cluster spec {spec.name!r}; worker groups: {groups or 'none'}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    endpoints = clusters.get(args.name, backend=args.backend).endpoints
+    variables = {"RAY_API_SERVER_ADDRESS": endpoints.dashboard_url}
+    variables.update(client_env(endpoints.auth_token_path))
+    for key, value in variables.items():
+        print(f"export {key}={value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="raykube", description="Run AI workloads on Ray, locally or on Kubernetes (KubeRay)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--backend", choices=clusters.BACKENDS, default="local",
+            help="where the cluster runs (default: local)",
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("up", cmd_up, "start a cluster from a spec file and wait until it is ready")
+    p.add_argument("spec", help="cluster spec file, e.g. clusters/local.yaml")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (default 180)")
+
+    p = command("status", cmd_status, "show groups, nodes, resources and health")
+    p.add_argument("name", nargs="?", help="cluster name (default: every running cluster)")
+
+    p = command("scale", cmd_scale, "set a worker group's replicas within its bounds")
+    p.add_argument("name", help="cluster name")
+    p.add_argument("--group", required=True, help="worker group (groupName)")
+    p.add_argument("--replicas", type=int, required=True, help="number of workers")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+
+    p = command("down", cmd_down, "stop a cluster and everything it started")
+    p.add_argument("name", help="cluster name")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+
+    command("list", cmd_list, "list the clusters raykube knows")
+
+    p = command("spec", cmd_spec, "validate a spec file, or list every spec field")
+    p.add_argument("spec", nargs="?", help="cluster spec file to validate")
+    p.add_argument("--explain", action="store_true", help="list every field of the spec")
+
+    p = command("env", cmd_env, "print the exports that let Ray's own CLI reach a cluster")
+    p.add_argument("name", help="cluster name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except RaykubeError as exc:
+        if os.environ.get("RAYKUBE_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

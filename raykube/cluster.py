@@ -1,0 +1,145 @@
+"""The Python API for clusters: :func:`up` starts one, :func:`get` finds a running one, and the
+:class:`Cluster` handle reports, scales and stops it, on whichever backend runs it.
+
+Example::
+
+    import raykube
+
+    with raykube.up("clusters/local.yaml") as cluster:
+        print(cluster.dashboard_url)
+        cluster.scale("cpu", 3)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from raykube.backends.base import Backend, ClusterStatus, ClusterSummary, Endpoints
+from raykube.errors import RaykubeError
+from raykube.spec import ClusterSpec, load_spec
+
+BACKENDS = ("local", "kuberay")
+
+
+def get_backend(name: str = "local") -> Backend:
+    """The backend called ``name`` ('local' or 'kuberay').
+
+    Raises:
+        RaykubeError: an unknown backend name.
+    """
+    if name == "local":
+        from raykube.backends.local import LocalBackend
+
+        return LocalBackend()
+    raise RaykubeError(
+        f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}"
+    )
+
+
+class Cluster:
+    """A handle on a running cluster. Use :func:`up` or :func:`get` to make one.
+
+    As a context manager it brings the cluster down on exit.
+    """
+
+    def __init__(self, name: str, backend: Backend) -> None:
+        self.name = name
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return f"Cluster(name={self.name!r}, backend={self.backend.name!r})"
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """Every address of the cluster (GCS, dashboard, Ray Client, Serve) and its auth token."""
+        return self.backend.endpoints(self.name)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the GCS, for ``ray.init(address=...)``."""
+        return self.endpoints.gcs_address
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard (Jobs API) URL, for ``ray job submit --address``."""
+        return self.endpoints.dashboard_url
+
+    def status(self) -> ClusterStatus:
+        """Groups, nodes and health now."""
+        return self.backend.status(self.name)
+
+    def scale(self, group: str, replicas: int, *, timeout: float = 120.0) -> ClusterStatus:
+        """Set worker group ``group`` to ``replicas`` workers and wait until they run.
+
+        Raises:
+            ScaleError: no such group, or ``replicas`` outside [minReplicas, maxReplicas].
+            ReadyTimeout: the workers did not all join (or leave) in time.
+        """
+        return self.backend.scale(self.name, group, replicas, timeout=timeout)
+
+    def wait(self, *, timeout: float = 120.0) -> ClusterStatus:
+        """Wait until every group has the replicas asked of it."""
+        return self.backend.wait(self.name, timeout=timeout)
+
+    def down(self, *, timeout: float = 60.0) -> None:
+        """Stop the cluster and everything it runs."""
+        self.backend.down(self.name, timeout=timeout)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+
+def up(
+    spec: ClusterSpec | str | Path, *, backend: str = "local", timeout: float = 180.0
+) -> Cluster:
+    """Start the cluster ``spec`` describes and return once every worker group is ready.
+
+    Args:
+        spec: a :class:`ClusterSpec`, or the path of a spec file.
+        backend: 'local' (this machine) or 'kuberay' (Kubernetes).
+        timeout: seconds to wait for readiness.
+
+    Returns:
+        A :class:`Cluster` handle.
+
+    Raises:
+        SpecError: the spec is invalid (nothing was started).
+        ClusterExists: a cluster of that name is already running.
+        PortInUse: a pinned port is taken.
+        ReadyTimeout: it did not become ready; what was started has been stopped.
+
+    Example::
+
+        cluster = raykube.up("clusters/local.yaml")
+        ray.init(address=cluster.address)
+    """
+    if not isinstance(spec, ClusterSpec):
+        spec = load_spec(spec)
+    chosen = get_backend(backend)
+    chosen.up(spec, timeout=timeout)
+    return Cluster(spec.name, chosen)
+
+
+def get(name: str, *, backend: str = "local") -> Cluster:
+    """A handle on running cluster ``name``.
+
+    Raises:
+        ClusterNotFound: nothing of that name runs.
+    """
+    chosen = get_backend(backend)
+    chosen.endpoints(name)  # raises ClusterNotFound early
+    return Cluster(name, chosen)
+
+
+def list_clusters(*, backend: str = "local") -> list[ClusterSummary]:
+    """The clusters ``backend`` knows: running, or left dead by a crash."""
+    return get_backend(backend).list()

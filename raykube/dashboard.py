@@ -1,0 +1,74 @@
+"""A small HTTP client for the Ray dashboard: State API and Jobs API calls with the auth token.
+
+raykube reads cluster state over the dashboard's HTTP API instead of starting a Ray driver, so
+`raykube status` is quick and works the same through a Kubernetes port-forward.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from raykube.auth import read_token
+from raykube.errors import BackendError
+
+
+class DashboardClient:
+    """Authenticated JSON calls to one dashboard."""
+
+    def __init__(self, url: str, token_path: str | None, *, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._token_path = token_path
+        self._timeout = timeout
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._token_path:
+            headers["Authorization"] = f"Bearer {read_token(self._token_path)}"
+        return headers
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one request and return the decoded JSON answer.
+
+        Raises:
+            BackendError: the dashboard is unreachable (retryable) or answered an HTTP error.
+        """
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers=self._headers()
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            hint = (
+                "the cluster uses Ray token auth: check RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token"
+                if exc.code in (401, 403)
+                else ""
+            )
+            raise BackendError(
+                f"dashboard {self.url}{path} answered HTTP {exc.code}: {detail}", hint
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise BackendError(
+                f"dashboard {self.url} is not reachable: {exc}",
+                "is the cluster up? `raykube list` shows running clusters",
+                retryable=True,
+            ) from exc
+        return json.loads(raw) if raw else None
+
+    def is_up(self) -> bool:
+        """Whether the dashboard answers an authenticated API call."""
+        try:
+            self.request("GET", "/api/version")
+            return True
+        except BackendError:
+            return False
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node the GCS knows (alive and dead), from the State API."""
+        answer = self.request("GET", "/api/v0/nodes?limit=10000&detail=true")
+        return list(answer["data"]["result"]["result"])
