@@ -19,7 +19,9 @@ from raykube.errors import (
     SpecError,
     TrainError,
 )
+from raykube.connect import connect
 from raykube.spec import ClusterSpec, load_spec
+from raykube.training.api import TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -38,8 +40,11 @@ __all__ = [
     "ScaleError",
     "SpecError",
     "TrainError",
+    "TrainResult",
+    "connect",
     "get",
     "list_clusters",
     "load_spec",
+    "train",
     "up",
 ]

@@ -48,3 +48,20 @@ def client_env(path: str | Path | None) -> dict[str, str]:
     if path is None:
         return {AUTH_MODE_ENV: "disabled"}
     return {AUTH_MODE_ENV: "token", TOKEN_PATH_ENV: str(path)}
+
+
+def apply_client_env(path: str | Path | None) -> None:
+    """Make this process a client of a cluster using ``path``: set the auth environment and,
+    when Ray is already imported, refresh the settings Ray cached at import (as Ray itself does
+    when it turns token auth on)."""
+    import sys
+
+    os.environ.update(client_env(path))
+    if "ray" in sys.modules:
+        from ray._private.authentication.authentication_token_setup import (  # noqa: PLC0415
+            AuthenticationTokenLoader,
+        )
+        from ray._raylet import Config  # noqa: PLC0415
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()

@@ -34,6 +34,10 @@ GROUP_LABEL = "raykube.io/group"
 """Ray node label naming a node's worker group, set by both backends. Ray's own
 ``ray.io/node-group`` is reserved for Ray and is not set on locally simulated nodes."""
 
+SPEC_ENV = "RAYKUBE_SPEC"
+"""Environment variable holding the cluster spec (YAML) on every node of a raykube cluster, so
+a job's driver can check requests against the cluster it runs on."""
+
 GPU_RESOURCE = "nvidia.com/gpu"
 """The extended resource NVIDIA's device plugin advertises, and the taint key of GPU node pools."""
 

@@ -120,3 +120,6 @@ class Backend(Protocol):
 
     def list(self) -> list[ClusterSummary]:
         """The clusters this backend knows."""
+
+    def spec_of(self, name: str) -> ClusterSpec:
+        """The spec running cluster ``name`` was started from."""

@@ -31,7 +31,7 @@ from raykube.backends.local.state import LocalRecord, Ports, known_names, ray_te
 from raykube.dashboard import DashboardClient
 from raykube.errors import BackendError, ClusterExists, ClusterNotFound, RaykubeError, ScaleError
 from raykube.progress import Progress
-from raykube.spec import GROUP_LABEL, ClusterSpec, parse_spec
+from raykube.spec import GROUP_LABEL, SPEC_ENV, ClusterSpec, parse_spec
 from raykube.waiting import wait_for
 
 
@@ -157,6 +157,7 @@ class LocalBackend:
         env.update(
             {
                 MARKER_ENV: record.marker,
+                SPEC_ENV: record.spec_yaml,
                 "RAY_FAKE_CLUSTER": "1",
                 "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                 "RAY_USAGE_STATS_ENABLED": "0",

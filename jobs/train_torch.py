@@ -1,0 +1,105 @@
+"""Train a digit classifier with PyTorch DDP on a raykube cluster.
+
+    python jobs/train_torch.py --cluster local             # from a shell next to the cluster
+    ray job submit --working-dir jobs -- python train_torch.py    # as a Ray job
+
+Each worker trains on its shard of the training set; DDP averages gradients, so the replicas
+stay identical (checked at the end by comparing parameter fingerprints across workers).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import raykube
+from raykube import worker
+
+from common import finish, parse_args
+from digits import NUM_CLASSES, NUM_FEATURES, fingerprint, load_digits_split
+
+
+def build_model() -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(NUM_FEATURES, 128), torch.nn.ReLU(), torch.nn.Linear(128, NUM_CLASSES)
+    )
+
+
+def train_loop(config: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    X_train, y_train, X_test, y_test = load_digits_split()
+    X, y = worker.shard(torch.from_numpy(X_train), torch.from_numpy(y_train))
+    model = worker.prepare(build_model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    start = 0
+    state = worker.restore()
+    if state:  # resumed after a failure, or a run started again under the same name
+        model_of(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["epoch"] + 1
+    generator = torch.Generator().manual_seed(worker.context().rank)
+    for epoch in range(start, config["epochs"]):
+        model.train()
+        order = torch.randperm(len(X), generator=generator)
+        for i in range(0, len(X), config["batch_size"]):
+            batch = order[i : i + config["batch_size"]]
+            optimizer.zero_grad()
+            loss = loss_fn(model(X[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+        accuracy = evaluate(model, X_test, y_test)
+        worker.report(
+            {"epoch": epoch, "loss": float(loss), "test_accuracy": accuracy},
+            state={
+                "epoch": epoch,
+                "model": model_of(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+            },
+        )
+        if config.get("epoch_delay_s"):
+            time.sleep(config["epoch_delay_s"])  # lets tests interrupt a run mid-way
+    prints = worker.gather(fingerprint([p.detach().numpy() for p in model.parameters()]), "final")
+    return {"test_accuracy": evaluate(model, X_test, y_test), "fingerprints": prints}
+
+
+def model_of(model: Any) -> Any:
+    """The plain model inside a DDP wrapper."""
+    return getattr(model, "module", model)
+
+
+def evaluate(model: Any, X_test: Any, y_test: Any) -> float:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(X_test)).argmax(dim=1).numpy()
+    return float((predicted == y_test).mean())
+
+
+def main() -> None:
+    args = parse_args("PyTorch DDP on sklearn digits", epochs=15)
+    started = time.monotonic()
+    result = raykube.train(
+        train_loop, framework="torch", cluster=args.cluster, num_workers=args.workers,
+        gpus_per_worker=args.gpus, storage_path=args.storage, name=args.name,
+        config={"lr": 0.01, "batch_size": 32, "epochs": args.epochs},
+    )
+    finish({
+        "framework": "torch",
+        "workers": args.workers,
+        "test_accuracy": result.return_value["test_accuracy"],
+        "replicas_identical": len(set(result.return_value["fingerprints"])) == 1,
+        "epochs": result.metrics.get("epoch", -1) + 1,
+        "checkpoint": result.checkpoint,
+        "seconds": round(time.monotonic() - started, 1),
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Attach this Python process to a cluster as a Ray driver: scripts, notebooks and training.
+
+:func:`connect` resolves what the user gave (a :class:`~raykube.cluster.Cluster`, a cluster
+name, a ``host:port`` / ``ray://`` address, or nothing inside a Ray job), sets Ray's token-auth
+environment for that cluster, and calls ``ray.init``. A client whose Ray or Python version
+differs from the cluster's gets a clear error naming both versions.
+
+Example (a notebook cell)::
+
+    with raykube.connect("local") as ray_context:
+        print(ray.cluster_resources())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from raykube.auth import apply_client_env
+from raykube.errors import BackendError, ClusterNotFound, RaykubeError
+
+if TYPE_CHECKING:
+    from raykube.cluster import Cluster
+
+ClusterRef = "Cluster | str | None"
+
+
+def resolve_address(cluster: Cluster | str | None) -> tuple[str, str | None]:
+    """``(address for ray.init, token path)`` for ``cluster``.
+
+    Raises:
+        ClusterNotFound: a name that no running cluster has.
+        RaykubeError: nothing given and not inside a Ray job.
+    """
+    from raykube.cluster import Cluster, get
+
+    if isinstance(cluster, Cluster):
+        endpoints = cluster.endpoints
+        return endpoints.gcs_address, endpoints.auth_token_path
+    if isinstance(cluster, str) and (":" in cluster or cluster == "auto"):
+        return cluster, os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if isinstance(cluster, str):
+        endpoints = get(cluster).endpoints
+        return endpoints.gcs_address, endpoints.auth_token_path
+    if os.environ.get("RAY_ADDRESS"):
+        # Inside a Ray job (or a shell that exported the address): Ray's own convention.
+        return os.environ["RAY_ADDRESS"], os.environ.get("RAY_AUTH_TOKEN_PATH")
+    raise RaykubeError(
+        "no cluster to connect to",
+        "pass a cluster (raykube.up(...) handle, its name, or host:port), or run inside a "
+        "Ray job where RAY_ADDRESS is set",
+    )
+
+
+def _check_versions(context: Any) -> None:
+    """Raise when this client's Ray or Python differs from the cluster's."""
+    import ray
+
+    cluster_python = getattr(context, "python_version", None)
+    cluster_ray = getattr(context, "ray_version", None)
+    ours = platform.python_version()
+    if cluster_ray and cluster_ray != ray.__version__:
+        raise RaykubeError(
+            f"this client runs Ray {ray.__version__} but the cluster runs Ray {cluster_ray}",
+            f"install ray=={cluster_ray} in this environment (pip install 'ray[default]=="
+            f"{cluster_ray}')",
+        )
+    if cluster_python and cluster_python.rsplit(".", 1)[0] != ours.rsplit(".", 1)[0]:
+        raise RaykubeError(
+            f"this client runs Python {ours} but the cluster runs Python {cluster_python}",
+            f"use a Python {cluster_python.rsplit('.', 1)[0]} environment for this notebook",
+        )
+
+
+def ensure_connected(cluster: Cluster | str | None = None) -> Any:
+    """Connect with ``ray.init`` unless this process is connected already; return the context.
+
+    Raises:
+        ClusterNotFound, RaykubeError: see :func:`resolve_address`, or a version mismatch.
+        BackendError: Ray refused the connection.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    address, token_path = resolve_address(cluster)
+    if token_path:
+        apply_client_env(token_path)
+    try:
+        context = ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        text = str(exc)
+        if "version" in text.lower() and "mismatch" in text.lower():
+            raise RaykubeError(
+                f"Ray refused the connection: {text.splitlines()[0]}",
+                "use the same Ray and Python versions as the cluster",
+            ) from exc
+        if "auth" in text.lower() or "token" in text.lower():
+            raise BackendError(
+                f"the cluster at {address} rejected this client's token: {text.splitlines()[0]}",
+                "use the cluster's token: RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token",
+            ) from exc
+        raise BackendError(
+            f"cannot connect to the cluster at {address}: {text.splitlines()[0] if text else exc}",
+            "is it running? `raykube list`",
+            retryable=True,
+        ) from exc
+    _check_versions(context)
+    return context
+
+
+@contextlib.contextmanager
+def connect(cluster: Cluster | str | None = None) -> Iterator[Any]:
+    """Connect to ``cluster`` for the duration of a ``with`` block (notebooks, scripts).
+
+    Yields Ray's context (``.address_info``, ``.dashboard_url``); disconnects on exit.
+
+    Raises:
+        ClusterNotFound: no such running cluster.
+        RaykubeError: version mismatch between this client and the cluster.
+    """
+    context = ensure_connected(cluster)
+    try:
+        yield context
+    finally:
+        import ray
+
+        ray.shutdown()
+
+
+__all__ = ["ClusterNotFound", "connect", "ensure_connected", "resolve_address"]

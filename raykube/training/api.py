@@ -1,0 +1,312 @@
+"""``raykube.train``: one call that runs a per-worker training loop on a cluster with Ray Train.
+
+It checks the request against the cluster before anything starts (framework known and
+installed, enough capacity in the cluster's groups even at maxReplicas, GPUs present, storage
+writable), picks the framework's Ray Train trainer, runs it, and returns the final metrics and
+checkpoints, or raises :class:`TrainError` with the worker's own traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from raykube import worker
+from raykube.errors import RaykubeError, TrainError
+from raykube.spec import GROUP_LABEL, SPEC_ENV, ClusterSpec, WorkerGroupSpec, parse_spec
+from raykube.training.frameworks import TRAINERS, TrainerRequest, trainer_for
+
+if TYPE_CHECKING:
+    from raykube.cluster import Cluster
+
+
+Workers = int | tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one training worker asks for."""
+
+    cpus: float = 1
+    gpus: float = 0
+    accelerator_type: str | None = None
+    worker_group: str | None = None
+
+    def fits(self, group: WorkerGroupSpec) -> int:
+        """How many such workers one node of ``group`` holds."""
+        if self.worker_group and group.group_name != self.worker_group:
+            return 0
+        if self.accelerator_type and group.accelerator_type != self.accelerator_type:
+            return 0
+        counts = []
+        if self.cpus:
+            counts.append(math.floor(group.ray_cpus / self.cpus))
+        if self.gpus:
+            counts.append(math.floor(group.gpu / self.gpus))
+        elif group.gpu and not self.worker_group:
+            # CPU-only work does not land on GPU nodes unless asked: GPU nodes are kept for GPU work.
+            return 0
+        return min(counts) if counts else 0
+
+
+def max_placeable(spec: ClusterSpec, resources: Resources) -> int:
+    """Most workers of ``resources`` the cluster can hold with every group at maxReplicas."""
+    return sum(
+        resources.fits(group) * int(group.max_replicas or 0) for group in spec.worker_group_specs
+    )
+
+
+def check_request(spec: ClusterSpec, resources: Resources, min_workers: int) -> None:
+    """Refuse, before anything starts, a request the cluster can never satisfy.
+
+    Raises:
+        TrainError: naming what is missing and how to fix it.
+    """
+    if resources.worker_group:
+        try:
+            spec.worker_group(resources.worker_group)
+        except KeyError as exc:
+            raise TrainError(
+                f"cluster {spec.name!r} has {exc.args[0]}", "pass worker_group= one of those"
+            ) from None
+    if resources.gpus and not spec.has_gpus:
+        raise TrainError(
+            f"the run asks for {resources.gpus:g} GPU per worker but cluster {spec.name!r} has "
+            "no GPU worker group",
+            "add a worker group with gpu: 1 (see clusters/gpu.yaml), or train on CPUs (gpus=0)",
+        )
+    capacity = max_placeable(spec, resources)
+    if min_workers > capacity:
+        groups = ", ".join(
+            f"{g.group_name}: {g.max_replicas} x {g.ray_cpus} CPU/{g.gpu} GPU"
+            for g in spec.worker_group_specs
+        )
+        raise TrainError(
+            f"the run needs {min_workers} workers of {resources.cpus:g} CPU / {resources.gpus:g} "
+            f"GPU but cluster {spec.name!r} can hold at most {capacity} even at maxReplicas "
+            f"({groups})",
+            "use fewer workers, or raise maxReplicas of a group in the cluster spec",
+        )
+
+
+def check_storage(path: str) -> str:
+    """Make sure checkpoints can be written under ``path``; return it absolute.
+
+    Raises:
+        TrainError: the folder cannot be created or written.
+    """
+    folder = Path(path).expanduser().absolute()
+    probe = folder / f".raykube-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainError(
+            f"storage path {str(folder)!r} cannot be written: {exc.strerror or exc}",
+            "pass storage_path= a folder this user can write, shared by every node (on "
+            "Kubernetes: the spec's storage.path, backed by a ReadWriteMany PVC)",
+        ) from None
+    return str(folder)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run left behind.
+
+    Attributes:
+        metrics: the last metrics reported with a checkpoint.
+        checkpoint: folder of the latest checkpoint, or None when none was saved.
+        best_checkpoint: folder of the best checkpoint by ``score``, else the latest.
+        path: the run's folder on storage (pass the same name and storage to resume it).
+        return_value: what rank 0's training function returned.
+        history: every checkpointed report's metrics, in order.
+    """
+
+    metrics: dict[str, Any]
+    checkpoint: str | None
+    best_checkpoint: str | None
+    path: str
+    return_value: Any = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state(self, best: bool = False) -> dict[str, Any] | None:
+        """The state reported into the latest (or best) checkpoint."""
+        folder = self.best_checkpoint if best else self.checkpoint
+        return worker.load_state(folder) if folder else None
+
+
+def _spec_for(cluster: Cluster | str | None) -> ClusterSpec | None:
+    from raykube.cluster import Cluster, get
+
+    if isinstance(cluster, Cluster):
+        return cluster.backend.spec_of(cluster.name)
+    if isinstance(cluster, str) and ":" not in cluster:
+        return get(cluster).backend.spec_of(cluster)
+    text = os.environ.get(SPEC_ENV)
+    return parse_spec(yaml.safe_load(text), source=SPEC_ENV) if text else None
+
+
+def _cuda_on_workers(resources: Resources) -> bool:
+    """Whether a worker with these resources would see a real CUDA device (a tiny probe task)."""
+    import ray
+
+    extra = {f"accelerator_type:{resources.accelerator_type}": 0.001} if (
+        resources.accelerator_type
+    ) else {}
+
+    @ray.remote(num_cpus=0, num_gpus=resources.gpus, resources=extra)
+    def probe() -> bool:
+        try:
+            import torch
+
+            return bool(torch.cuda.is_available())
+        except ImportError:
+            return False
+
+    return bool(ray.get(probe.remote(), timeout=300))
+
+
+def _failure_text(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if len(text) < 6000 else text[:3000] + "\n...\n" + text[-3000:]
+
+
+def train(
+    train_fn: Callable[..., Any],
+    *,
+    framework: str = "torch",
+    cluster: Cluster | str | None = None,
+    num_workers: Workers = 2,
+    cpus_per_worker: float = 1,
+    gpus_per_worker: float = 0,
+    accelerator_type: str | None = None,
+    worker_group: str | None = None,
+    storage_path: str | None = None,
+    name: str | None = None,
+    config: dict[str, Any] | None = None,
+    max_failures: int | None = None,
+    keep_checkpoints: int = 2,
+    score: str | None = None,
+    score_mode: str = "max",
+) -> TrainResult:
+    """Run ``train_fn`` on ``num_workers`` workers of ``cluster`` and return the outcome.
+
+    Args:
+        train_fn: the per-worker loop, ``fn(config)`` or ``fn()``; it uses
+            :mod:`raykube.worker` for its rank, data shard, model and reports.
+        framework: 'torch', 'tensorflow' or 'mxnet'.
+        cluster: a :class:`Cluster`, a cluster name, a ``host:port`` address, or None inside a
+            Ray job.
+        num_workers: a count, or ``(min, max)`` for elastic training that grows when the
+            autoscaler adds nodes.
+        cpus_per_worker, gpus_per_worker: resources of one worker (GPUs are logical on a
+            CPU-only machine: CUDA is used only where a device is really there).
+        accelerator_type: e.g. 'A100': only nodes of that accelerator.
+        worker_group: place workers on this worker group of the cluster spec.
+        storage_path: where checkpoints go; default the cluster spec's ``storage.path``.
+        name: the run's name; a run started again with the same name and storage resumes
+            from its latest checkpoint.
+        config: passed to ``train_fn``.
+        max_failures: restarts from the latest checkpoint after a worker or node dies
+            (default 0 for a fixed size, 3 for elastic; -1 for unlimited).
+        keep_checkpoints: how many checkpoints to keep.
+        score, score_mode: metric and 'max'/'min' that rank checkpoints for ``best_checkpoint``.
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        TrainError: refused before start (with the reason) or failed (with the worker's
+            traceback).
+    """
+    if framework not in TRAINERS:
+        raise TrainError(f"unknown framework {framework!r}", f"use one of: {', '.join(TRAINERS)}")
+    elastic = isinstance(num_workers, tuple)
+    low, high = num_workers if isinstance(num_workers, tuple) else (num_workers, num_workers)
+    if low < 0 or high < low:
+        raise TrainError(
+            f"num_workers {num_workers!r} is not a count >= 0 or a range (min, max) with "
+            "min <= max",
+            "pass e.g. num_workers=2 or num_workers=(1, 3)",
+        )
+    resources = Resources(cpus_per_worker, gpus_per_worker, accelerator_type, worker_group)
+    spec = _spec_for(cluster)
+    if spec is not None:
+        check_request(spec, resources, low)
+    storage = storage_path or (spec.storage.path if spec and spec.storage else None)
+    if storage is None:
+        raise TrainError(
+            "no storage path for checkpoints",
+            "pass storage_path=, or give the cluster spec a storage: {path: ...}",
+        )
+    storage = check_storage(storage)
+
+    from raykube.connect import ensure_connected
+
+    ensure_connected(cluster)
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+    use_cuda = bool(gpus_per_worker) and framework == "torch" and _cuda_on_workers(resources)
+    per_worker: dict[str, float] = {"CPU": cpus_per_worker}
+    if gpus_per_worker:
+        per_worker["GPU"] = gpus_per_worker
+    scaling = ScalingConfig(
+        num_workers=(low, high) if elastic else low,
+        use_gpu=use_cuda,
+        resources_per_worker=per_worker,
+        accelerator_type=accelerator_type,
+        label_selector={GROUP_LABEL: worker_group} if worker_group else None,
+    )
+    run_name = name or f"{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
+    failures = max_failures if max_failures is not None else (3 if elastic else 0)
+    run = RunConfig(
+        name=run_name,
+        storage_path=storage,
+        failure_config=FailureConfig(max_failures=failures),
+        checkpoint_config=CheckpointConfig(
+            num_to_keep=keep_checkpoints,
+            checkpoint_score_attribute=score,
+            checkpoint_score_order=score_mode,
+        ),
+    )
+    trainer = trainer_for(
+        framework,
+        TrainerRequest(
+            worker.wrap(framework, train_fn, os.path.join(storage, run_name)),
+            dict(config or {}), scaling, run, use_cuda,
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except RaykubeError:
+        raise
+    except Exception as exc:  # Ray's TrainingFailedError and friends: the user's error inside
+        raise TrainError(
+            f"training run {run_name!r} failed:\n{_failure_text(exc)}",
+            f"the traceback above is your training function's; checkpoints are in "
+            f"{storage}/{run_name}",
+        ) from exc
+    if getattr(result, "error", None):
+        raise TrainError(f"training run {run_name!r} failed:\n{_failure_text(result.error)}")
+    best = result.checkpoint
+    if score and result.best_checkpoints:
+        pick = max if score_mode == "max" else min
+        best = pick(result.best_checkpoints, key=lambda pair: pair[1][score])[0]
+    history = [m for _, m in (result.best_checkpoints or [])]
+    return TrainResult(
+        metrics=dict(result.metrics or {}),
+        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        best_checkpoint=best.path if best else None,
+        path=str(result.path),
+        return_value=getattr(result, "return_value", None),
+        history=history,
+    )

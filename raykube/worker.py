@@ -1,0 +1,247 @@
+"""What a training function calls on each worker, whatever the framework.
+
+A per-worker loop asks raykube for its place (:func:`context`), its share of the data
+(:func:`shard`), a model made ready for data-parallel training (:func:`prepare`), the state to
+resume from (:func:`restore`), and reports metrics and checkpoints through one call
+(:func:`report`). Nothing else framework-specific is needed beyond the framework itself.
+
+Example::
+
+    from raykube import worker
+
+    def loop(config):
+        X, y = worker.shard(X_train, y_train)
+        model = worker.prepare(build_model)
+        state = worker.restore()
+        start = state["epoch"] + 1 if state else 0
+        for epoch in range(start, config["epochs"]):
+            ...
+            worker.report({"epoch": epoch, "loss": loss}, state={"epoch": epoch, ...})
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+STATE_FILE = "state.pkl"
+"""The file inside each checkpoint that holds the state a worker reported."""
+
+_framework: str | None = None
+_run_dir: str | None = None
+
+
+def _activate(framework: str, run_dir: str | None) -> None:
+    """Called by raykube's wrapper before the user's loop runs on a worker."""
+    global _framework, _run_dir
+    _framework, _run_dir = framework, run_dir
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Where this worker stands in the run."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    framework: str
+    experiment: str
+
+    @property
+    def is_chief(self) -> bool:
+        """Rank 0: the worker that writes checkpoints and prints progress."""
+        return self.rank == 0
+
+
+def context() -> WorkerContext:
+    """This worker's rank, the number of workers and the framework.
+
+    Outside a training run (a plain script), it is rank 0 of 1, so loops run unchanged.
+    """
+    try:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        return WorkerContext(
+            rank=ctx.get_world_rank(),
+            world_size=ctx.get_world_size(),
+            local_rank=ctx.get_local_rank(),
+            framework=_framework or "none",
+            experiment=ctx.get_experiment_name(),
+        )
+    except (RuntimeError, AttributeError, ImportError):
+        return WorkerContext(0, 1, 0, _framework or "none", "local")
+
+
+def shard(*arrays: Any) -> Any:
+    """This worker's contiguous share of each array (sizes differ by at most one row).
+
+    Returns one array for one argument, a tuple for several.
+    """
+    ctx = context()
+    parts = []
+    for array in arrays:
+        n = len(array)
+        start = ctx.rank * n // ctx.world_size
+        stop = (ctx.rank + 1) * n // ctx.world_size
+        parts.append(array[start:stop])
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+_tf_strategy: Any = None
+
+
+def prepare(model_or_builder: Any) -> Any:
+    """A model ready for data-parallel training on this worker.
+
+    Pass the model, or a zero-argument function that builds it (TensorFlow needs the builder:
+    its variables must be created inside the distribution strategy's scope; compile there too).
+
+    - PyTorch: wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU), moved to the
+      worker's device.
+    - TensorFlow: built inside ``MultiWorkerMirroredStrategy``'s scope.
+    - MXNet: returned as built; give its ``gluon.Trainer`` the store from
+      :func:`mxnet_kvstore` to synchronise gradients.
+    """
+    framework = _framework or "none"
+    if framework == "tensorflow":
+        global _tf_strategy
+        import tensorflow as tf
+
+        if _tf_strategy is None:
+            _tf_strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        with _tf_strategy.scope():
+            return _build(model_or_builder)
+    model = _build(model_or_builder)
+    if framework == "torch" and context().world_size > 1:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+    return model
+
+
+def _build(model_or_builder: Any) -> Any:
+    """Call a plain function or lambda (a builder); return anything else (a model) as it is."""
+    is_builder = callable(model_or_builder) and isinstance(model_or_builder, type(_build))
+    return model_or_builder() if is_builder else model_or_builder
+
+
+def device() -> Any:
+    """The torch device of this worker (CUDA where a GPU is really there, else CPU)."""
+    import ray.train.torch
+
+    return ray.train.torch.get_device()
+
+
+_kvstore: Any = None
+
+
+def mxnet_kvstore() -> Any:
+    """The ``dist_sync`` kvstore that synchronises this MXNet worker with the others.
+
+    raykube's MXNet backend has set the ps-lite environment; the store is made once per worker.
+    """
+    global _kvstore
+    if _kvstore is None:
+        import mxnet as mx
+
+        _kvstore = mx.kv.create("dist_sync") if context().world_size > 1 else mx.kv.create(
+            "local"
+        )
+    return _kvstore
+
+
+def report(metrics: dict[str, Any], *, state: dict[str, Any] | None = None) -> None:
+    """Report this step's metrics, and a checkpoint when ``state`` is given.
+
+    Every worker must call it at the same points (it is a synchronisation point). Only rank 0
+    writes ``state`` (pickled: tensors, arrays, numbers) into the checkpoint; the chief also
+    prints a progress line.
+    """
+    ctx = context()
+    if ctx.is_chief:
+        shown = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+        )
+        print(f"[raykube train] {shown}", file=sys.stderr, flush=True)
+    try:
+        import ray.train
+    except ImportError:  # pragma: no cover - ray is a dependency
+        return
+    try:
+        ray.train.get_context()
+    except RuntimeError:
+        return  # not inside a training run: nothing to report to
+    if state is not None and ctx.is_chief:
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, STATE_FILE), "wb") as handle:
+                pickle.dump(state, handle)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    else:
+        ray.train.report(metrics)
+
+
+def load_state(checkpoint_dir: str) -> dict[str, Any]:
+    """The state a worker reported into the checkpoint at ``checkpoint_dir``."""
+    with open(os.path.join(checkpoint_dir, STATE_FILE), "rb") as handle:
+        state: dict[str, Any] = pickle.load(handle)
+    return state
+
+
+def restore() -> dict[str, Any] | None:
+    """The state of the latest checkpoint of this run (after a failure, or when a run with the
+    same name and storage path is started again), or None on a fresh start."""
+    try:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+    except (RuntimeError, ImportError):
+        return None
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return load_state(folder)
+
+
+def gather(value: Any, tag: str) -> list[Any]:
+    """Every worker's ``value`` (by rank), on every worker: a framework-agnostic all-gather.
+
+    It goes through the run's shared storage and Ray Train's barrier, so it is for small values
+    at a few points of a run (a parameter fingerprint at the end, say), not for gradients.
+    """
+    ctx = context()
+    if ctx.world_size == 1 or _run_dir is None:
+        return [value]
+    import ray.train.collective
+
+    folder = os.path.join(_run_dir, ".raykube-gather", tag)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{ctx.rank}.tmp"), "wb") as handle:
+        pickle.dump(value, handle)
+    os.replace(os.path.join(folder, f"{ctx.rank}.tmp"), os.path.join(folder, f"{ctx.rank}.pkl"))
+    ray.train.collective.barrier()
+    values = []
+    for rank in range(ctx.world_size):
+        with open(os.path.join(folder, f"{rank}.pkl"), "rb") as handle:
+            values.append(pickle.load(handle))
+    return values
+
+
+def wrap(
+    framework: str, train_fn: Callable[..., Any], run_dir: str | None = None
+) -> Callable[[dict[str, Any]], Any]:
+    """The per-worker function Ray runs: it activates ``framework`` then calls ``train_fn``."""
+    import inspect
+
+    takes_config = len(inspect.signature(train_fn).parameters) > 0
+
+    def run(config: dict[str, Any]) -> Any:
+        _activate(framework, run_dir)
+        return train_fn(config) if takes_config else train_fn()
+
+    return run

@@ -1,0 +1,79 @@
+"""Shared fixtures: an isolated raykube home, one local cluster per session, and helpers.
+
+Test tiers are markers (see pyproject.toml): ``unit`` needs no cluster; ``local`` shares the
+session cluster ``rk-session``; tests that kill nodes or need other shapes start their own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = Path(__file__).resolve().parent / "specs"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def raykube_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test runs against its own RAYKUBE_HOME, so user clusters are never touched."""
+    home = tmp_path_factory.mktemp("raykube-home")
+    previous = os.environ.get("RAYKUBE_HOME")
+    os.environ["RAYKUBE_HOME"] = str(home)
+    os.environ["RAYKUBE_QUIET"] = "1"
+    yield home
+    # Safety net: stop anything a failed test left running.
+    from raykube.backends.local import LocalBackend
+    from raykube.backends.local.state import known_names
+
+    for name in known_names():
+        LocalBackend().down(name)
+    if previous is None:
+        os.environ.pop("RAYKUBE_HOME", None)
+    else:
+        os.environ["RAYKUBE_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def session_spec(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The session cluster's spec, with its storage in a temporary folder."""
+    from raykube.spec import StorageSpec, load_spec
+
+    spec = load_spec(SPECS / "session.yaml")
+    spec.storage = StorageSpec(path=str(tmp_path_factory.mktemp("storage")))
+    return spec
+
+
+@pytest.fixture(scope="session")
+def local_cluster(session_spec):  # type: ignore[no-untyped-def]
+    """One real multi-node local cluster shared by every ``local`` test."""
+    import raykube
+
+    cluster = raykube.up(session_spec, timeout=180)
+    yield cluster
+    cluster.down()
+
+
+@pytest.fixture()
+def ray_driver(local_cluster):  # type: ignore[no-untyped-def]
+    """This test process connected to the session cluster as a Ray driver."""
+    import ray
+
+    from raykube.connect import ensure_connected
+
+    ensure_connected(local_cluster)
+    yield local_cluster
+    ray.shutdown()
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """Run the real ``raykube`` CLI of this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "raykube.cli", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT, stdin=subprocess.DEVNULL,
+    )

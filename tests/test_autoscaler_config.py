@@ -1,0 +1,58 @@
+"""Spec -> Ray autoscaler config for the local backend (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raykube.backends.local.autoscaler_config import (
+    HEAD_NODE_TYPE,
+    build_autoscaler_config,
+    unsupported_worker_params,
+)
+from raykube.spec import GROUP_LABEL, load_spec
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config(targets: dict[str, int]) -> dict:  # type: ignore[type-arg]
+    spec = load_spec(ROOT / "clusters" / "gpu.yaml")
+    return build_autoscaler_config(
+        spec, gcs_address="10.0.0.1:6379", head_resources={"CPU": 0}, targets=targets
+    )
+
+
+def test_one_node_type_per_group_with_its_resources_and_label() -> None:
+    types = config({"cpu": -1, "gpu-a100": -1})["available_node_types"]
+    assert set(types) == {HEAD_NODE_TYPE, "cpu", "gpu-a100"}
+    gpu = types["gpu-a100"]
+    assert gpu["resources"]["GPU"] == 1 and gpu["resources"]["CPU"] == 1
+    assert gpu["resources"]["accelerator_type:A100"] == 1
+    assert gpu["labels"][GROUP_LABEL] == "gpu-a100"
+    assert "GPU" not in types["cpu"]["resources"]
+
+
+def test_autoscaled_groups_get_their_spec_bounds() -> None:
+    cfg = config({"cpu": -1, "gpu-a100": -1})
+    assert (cfg["available_node_types"]["cpu"]["min_workers"],
+            cfg["available_node_types"]["cpu"]["max_workers"]) == (1, 2)
+    assert cfg["max_workers"] == 4
+    assert cfg["idle_timeout_minutes"] == pytest.approx(0.5)
+    assert cfg["provider"]["type"] == "fake_multinode"
+    assert cfg["provider"]["gcs_address"] == "10.0.0.1:6379"
+
+
+def test_pinned_target_fixes_both_bounds() -> None:
+    node = config({"cpu": 2, "gpu-a100": 0})["available_node_types"]
+    assert (node["cpu"]["min_workers"], node["cpu"]["max_workers"]) == (2, 2)
+    assert (node["gpu-a100"]["min_workers"], node["gpu-a100"]["max_workers"]) == (0, 0)
+
+
+def test_kubernetes_only_params_are_reported() -> None:
+    spec = load_spec(ROOT / "clusters" / "local.yaml")
+    group = spec.worker_group_specs[0].model_copy(
+        update={"ray_start_params": {"num-cpus": "1", "metrics-export-port": "8080"}}
+    )
+    assert unsupported_worker_params(group) == ["metrics-export-port"]

@@ -1,0 +1,156 @@
+"""The embedded backend on real multi-node Ray clusters: lifecycle, autoscaling, bad states."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+import raykube
+from conftest import SPECS, run_cli
+from raykube.backends.local.processes import find_processes
+from raykube.backends.local.state import LocalRecord
+from raykube.spec import GROUP_LABEL, load_spec, parse_spec
+from raykube.waiting import wait_for
+
+pytestmark = pytest.mark.local
+
+
+def ray_processes_under(temp_dir: str) -> list[int]:
+    """Live (non-zombie) processes whose command line mentions ``temp_dir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and temp_dir.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_session_cluster_nodes_carry_their_group(local_cluster: raykube.Cluster) -> None:
+    status = local_cluster.status()
+    assert status.head_ready
+    assert {g.name for g in status.groups} == {"cpu", "gpu"}
+    head = [n for n in status.nodes if n.group == "head" and n.alive]
+    assert len(head) == 1 and head[0].resources.get("CPU", 0) == 0, "head has num-cpus 0"
+    assert local_cluster.dashboard_url.startswith("http://127.0.0.1:")
+
+
+def test_two_clusters_lifecycle_and_nothing_left(local_cluster: raykube.Cluster) -> None:
+    """up -> status -> scale -> down on a second cluster while the session cluster runs."""
+    fixed = raykube.up(SPECS / "fixed.yaml", timeout=180)
+    record = LocalRecord.load("rk-fixed")
+    assert record is not None
+    try:
+        assert fixed.address != local_cluster.address
+        status = fixed.status()
+        assert status.is_ready
+        assert (status.group("small").ready, status.group("wide").ready) == (1, 1)
+        wide = [n for n in status.nodes if n.group == "wide"]
+        assert wide[0].resources["CPU"] == 2
+
+        status = fixed.scale("small", 2)
+        assert status.group("small").ready == 2
+        status = fixed.scale("small", 0)
+        assert status.group("small").ready == 0 and status.group("wide").ready == 1
+
+        with pytest.raises(raykube.ScaleError, match="minReplicas 1 and maxReplicas 2"):
+            fixed.scale("wide", 3)
+        with pytest.raises(raykube.ScaleError, match="no worker group 'nope'"):
+            fixed.scale("nope", 1)
+        with pytest.raises(raykube.ClusterExists):
+            raykube.up(SPECS / "fixed.yaml")
+
+        listed = {s.name: s.state for s in raykube.list_clusters()}
+        assert listed["rk-fixed"] == "running" and listed["rk-session"] == "running"
+    finally:
+        fixed.down()
+    assert find_processes(record.marker) == []
+    assert ray_processes_under(record.temp_dir) == []
+    assert LocalRecord.load("rk-fixed") is None
+    assert not Path(record.temp_dir).exists()
+    assert local_cluster.status().head_ready, "the other cluster is untouched"
+
+
+def test_autoscaling_from_zero_to_n_and_back(ray_driver: raykube.Cluster) -> None:
+    """Pending GPU work makes Ray's autoscaler add GPU workers; idle ones are removed."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self) -> None:
+            import asyncio
+
+            self.event = asyncio.Event()
+
+        async def wait(self) -> None:
+            await self.event.wait()
+
+        def open(self) -> None:
+            self.event.set()
+
+    @ray.remote(num_gpus=1, resources={"accelerator_type:A100": 0.001})
+    def gpu_task(gate: ray.actor.ActorHandle) -> str:
+        ray.get(gate.wait.remote())
+        return ray.get_runtime_context().get_node_id()
+
+    cluster = ray_driver
+    assert cluster.status().group("gpu").ready == 0
+    gate = Gate.remote()
+    tasks = [gpu_task.remote(gate) for _ in range(2)]
+    wait_for(lambda: cluster.status().group("gpu").ready == 2, timeout=120,
+             what="2 GPU workers added by the autoscaler")
+    gate.open.remote()
+    node_ids = set(ray.get(tasks, timeout=120))
+    gpu_nodes = {n.node_id for n in cluster.status().nodes if n.group == "gpu" and n.alive}
+    assert node_ids and node_ids <= gpu_nodes, "the GPU tasks ran on the GPU group's nodes"
+    labels = {n["NodeID"]: n["Labels"] for n in ray.nodes() if n["Alive"]}
+    assert all(labels[node][GROUP_LABEL] == "gpu" for node in node_ids)
+    wait_for(lambda: cluster.status().group("gpu").ready == 0, timeout=120,
+             what="idle GPU workers removed by the autoscaler")
+
+
+def test_pinned_port_in_use_is_refused_before_start() -> None:
+    spec = load_spec(SPECS / "fixed.yaml")
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spec.head_group_spec.ray_start_params = {"num-cpus": "0", "dashboard-port": str(port)}
+        with pytest.raises(raykube.PortInUse, match=f"port {port} for the dashboard"):
+            raykube.up(spec)
+    assert LocalRecord.load("rk-fixed") is None
+
+
+def test_failed_up_stops_what_it_started() -> None:
+    """A group whose nodes can never start: up times out and leaves nothing behind."""
+    spec = parse_spec({
+        "name": "rk-broken",
+        "workerGroupSpecs": [{"groupName": "g", "replicas": 1, "maxReplicas": 1,
+                              "rayStartParams": {"object-store-memory": "1000"}}],
+    })
+    with pytest.raises(raykube.ReadyTimeout, match="group 'g' has 0 of 1 workers"):
+        raykube.up(spec, timeout=25)
+    assert LocalRecord.load("rk-broken") is None
+    assert [s for s in raykube.list_clusters() if s.name == "rk-broken"] == []
+    from raykube.backends.local.state import ray_temp_dir
+
+    assert ray_processes_under(str(ray_temp_dir("rk-broken"))) == []
+
+
+def test_cli_status_list_env(local_cluster: raykube.Cluster) -> None:
+    status = run_cli("status", "rk-session")
+    assert status.returncode == 0, status.stderr
+    assert "cluster rk-session (local): " in status.stdout and "gpu" in status.stdout
+    listed = run_cli("list")
+    assert "rk-session" in listed.stdout and "running" in listed.stdout
+    env = run_cli("env", "rk-session").stdout
+    assert f"export RAY_API_SERVER_ADDRESS={local_cluster.dashboard_url}" in env
+    assert "export RAY_AUTH_MODE=token" in env
+    assert "auth_token\n" in env and len(env) < 400, "points at the token, never prints it"
