@@ -64,8 +64,18 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         )
         if config.get("epoch_delay_s"):
             time.sleep(config["epoch_delay_s"])  # lets tests interrupt a run mid-way
-    prints = worker.gather(fingerprint([p.detach().numpy() for p in model.parameters()]), "final")
-    return {"test_accuracy": evaluate(model, X_test, y_test), "fingerprints": prints}
+    replicas = worker.gather(
+        {"fingerprint": fingerprint([p.detach().numpy() for p in model.parameters()]),
+         "node": worker.node_id()},
+        "final",
+    )
+    return {
+        "test_accuracy": evaluate(model, X_test, y_test),
+        "fingerprints": [r["fingerprint"] for r in replicas],
+        "nodes": [r["node"] for r in replicas],
+        "started_at_epoch": start,
+        "world_size": worker.context().world_size,
+    }
 
 
 def model_of(model: Any) -> Any:

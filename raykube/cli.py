@@ -17,7 +17,7 @@ from raykube import cluster as clusters
 from raykube.auth import client_env
 from raykube.backends.base import ClusterStatus
 from raykube.errors import RaykubeError
-from raykube.spec import explain, load_spec
+from raykube.spec import GROUP_RESOURCE_PREFIX, explain, load_spec
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -49,6 +49,7 @@ def _print_status(status: ClusterStatus) -> None:
         if node.alive:
             resources = ", ".join(
                 f"{k}={_amount(k, v)}" for k, v in sorted(node.resources.items())
+                if not k.startswith(GROUP_RESOURCE_PREFIX)
             )
             print(f"    {node.node_id[-10:]}  {node.group:<16} {resources}")
 

@@ -34,6 +34,19 @@ GROUP_LABEL = "raykube.io/group"
 """Ray node label naming a node's worker group, set by both backends. Ray's own
 ``ray.io/node-group`` is reserved for Ray and is not set on locally simulated nodes."""
 
+GROUP_RESOURCE_PREFIX = "group:"
+"""Every node of worker group G advertises the custom resource ``group:G`` (like Ray's own
+``accelerator_type:X``), so work can be placed on a group in a way every Ray autoscaler
+understands; label selectors are not seen by Ray's v1 autoscaler."""
+
+GROUP_RESOURCE_AMOUNT = 1000
+"""How much of ``group:G`` a node has: placement asks for a sliver (0.001) per worker."""
+
+
+def group_resource(name: str) -> str:
+    """The custom resource that marks the nodes of worker group ``name``."""
+    return f"{GROUP_RESOURCE_PREFIX}{name}"
+
 SPEC_ENV = "RAYKUBE_SPEC"
 """Environment variable holding the cluster spec (YAML) on every node of a raykube cluster, so
 a job's driver can check requests against the cluster it runs on."""

@@ -34,12 +34,27 @@ STATE_FILE = "state.pkl"
 
 _framework: str | None = None
 _run_dir: str | None = None
+_tf_strategy: Any = None
 
 
 def _activate(framework: str, run_dir: str | None) -> None:
-    """Called by raykube's wrapper before the user's loop runs on a worker."""
-    global _framework, _run_dir
+    """Called by raykube's wrapper before the user's loop runs on a worker.
+
+    TensorFlow's MultiWorkerMirroredStrategy must exist before any TF op runs in the process,
+    so it is made here, before the user's code can build a dataset.
+    """
+    global _framework, _run_dir, _tf_strategy
     _framework, _run_dir = framework, run_dir
+    if framework == "mxnet":
+        import numpy as np
+
+        # MXNet 1.9.1 (the last release) still uses numpy's removed alias np.bool.
+        if not hasattr(np, "bool"):
+            np.bool = bool  # type: ignore[attr-defined]
+    if framework == "tensorflow" and _tf_strategy is None:
+        import tensorflow as tf
+
+        _tf_strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,13 @@ def context() -> WorkerContext:
         return WorkerContext(0, 1, 0, _framework or "none", "local")
 
 
+def node_id() -> str:
+    """The Ray node this worker runs on (to check placement)."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
 def shard(*arrays: Any) -> Any:
     """This worker's contiguous share of each array (sizes differ by at most one row).
 
@@ -93,9 +115,6 @@ def shard(*arrays: Any) -> Any:
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-_tf_strategy: Any = None
-
-
 def prepare(model_or_builder: Any) -> Any:
     """A model ready for data-parallel training on this worker.
 
@@ -109,19 +128,19 @@ def prepare(model_or_builder: Any) -> Any:
       :func:`mxnet_kvstore` to synchronise gradients.
     """
     framework = _framework or "none"
-    if framework == "tensorflow":
-        global _tf_strategy
-        import tensorflow as tf
-
-        if _tf_strategy is None:
-            _tf_strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    if framework == "tensorflow" and _tf_strategy is not None:
         with _tf_strategy.scope():
             return _build(model_or_builder)
     model = _build(model_or_builder)
     if framework == "torch" and context().world_size > 1:
-        import ray.train.torch
+        import torch
 
-        return ray.train.torch.prepare_model(model)
+        if torch.cuda.is_available():
+            import ray.train.torch
+
+            return ray.train.torch.prepare_model(model)
+        # Logical GPUs (or none): DDP over gloo on the CPU, as the same job would run anywhere.
+        return torch.nn.parallel.DistributedDataParallel(model)
     return model
 
 
@@ -133,9 +152,13 @@ def _build(model_or_builder: Any) -> Any:
 
 def device() -> Any:
     """The torch device of this worker (CUDA where a GPU is really there, else CPU)."""
-    import ray.train.torch
+    import torch
 
-    return ray.train.torch.get_device()
+    if torch.cuda.is_available():
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
 
 
 _kvstore: Any = None
@@ -150,9 +173,8 @@ def mxnet_kvstore() -> Any:
     if _kvstore is None:
         import mxnet as mx
 
-        _kvstore = mx.kv.create("dist_sync") if context().world_size > 1 else mx.kv.create(
-            "local"
-        )
+        distributed = context().world_size > 1 and "DMLC_ROLE" in os.environ
+        _kvstore = mx.kv.create("dist_sync" if distributed else "local")
     return _kvstore
 
 

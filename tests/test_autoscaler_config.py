@@ -31,6 +31,7 @@ def test_one_node_type_per_group_with_its_resources_and_label() -> None:
     assert gpu["resources"]["GPU"] == 1 and gpu["resources"]["CPU"] == 1
     assert gpu["resources"]["accelerator_type:A100"] == 1
     assert gpu["labels"][GROUP_LABEL] == "gpu-a100"
+    assert gpu["resources"]["group:gpu-a100"] == 1000
     assert "GPU" not in types["cpu"]["resources"]
 
 

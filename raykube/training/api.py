@@ -21,7 +21,7 @@ import yaml
 
 from raykube import worker
 from raykube.errors import RaykubeError, TrainError
-from raykube.spec import GROUP_LABEL, SPEC_ENV, ClusterSpec, WorkerGroupSpec, parse_spec
+from raykube.spec import SPEC_ENV, ClusterSpec, WorkerGroupSpec, group_resource, parse_spec
 from raykube.training.frameworks import TRAINERS, TrainerRequest, trainer_for
 
 if TYPE_CHECKING:
@@ -175,6 +175,36 @@ def _cuda_on_workers(resources: Resources) -> bool:
     return bool(ray.get(probe.remote(), timeout=300))
 
 
+def ship_by_value(train_fn: Callable[..., Any]) -> list[str]:
+    """Send the user's own code with the run: the module defining ``train_fn`` and the modules
+    beside it in the same folder are pickled by value, so workers need not find them on their
+    path. Installed packages (site-packages) and raykube itself are left to the environment.
+
+    Returns:
+        The names of the modules shipped.
+    """
+    import sys
+    import sysconfig
+
+    from ray import cloudpickle
+
+    module = sys.modules.get(train_fn.__module__)
+    source = getattr(module, "__file__", None)
+    if module is None or source is None or train_fn.__module__ == "__main__":
+        return []
+    installed = {Path(p).resolve() for p in sysconfig.get_paths().values()}
+    folder = Path(source).resolve().parent
+    if any(folder == root or root in folder.parents for root in installed):
+        return []
+    shipped = []
+    for name, candidate in list(sys.modules.items()):
+        path = getattr(candidate, "__file__", None)
+        if path and Path(path).resolve().parent == folder and not name.startswith("raykube"):
+            cloudpickle.register_pickle_by_value(candidate)
+            shipped.append(name)
+    return sorted(shipped)
+
+
 def _failure_text(exc: BaseException) -> str:
     text = str(exc).strip()
     return text if len(text) < 6000 else text[:3000] + "\n...\n" + text[-3000:]
@@ -259,12 +289,13 @@ def train(
     per_worker: dict[str, float] = {"CPU": cpus_per_worker}
     if gpus_per_worker:
         per_worker["GPU"] = gpus_per_worker
+    if worker_group:
+        per_worker[group_resource(worker_group)] = 0.001
     scaling = ScalingConfig(
         num_workers=(low, high) if elastic else low,
-        use_gpu=use_cuda,
+        use_gpu=bool(gpus_per_worker),
         resources_per_worker=per_worker,
         accelerator_type=accelerator_type,
-        label_selector={GROUP_LABEL: worker_group} if worker_group else None,
     )
     run_name = name or f"{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
     failures = max_failures if max_failures is not None else (3 if elastic else 0)
@@ -278,6 +309,7 @@ def train(
             checkpoint_score_order=score_mode,
         ),
     )
+    ship_by_value(train_fn)
     trainer = trainer_for(
         framework,
         TrainerRequest(

@@ -46,10 +46,23 @@ def _torch(request: TrainerRequest) -> Any:
     )
 
 
+def _with_worker_env(run: Any, env: dict[str, str]) -> Any:
+    """``run`` with ``env`` added to the workers' runtime env, set before their code runs."""
+    runtime_env = dict(run.worker_runtime_env or {})
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+    run.worker_runtime_env = runtime_env
+    return run
+
+
 def _tensorflow(request: TrainerRequest) -> Any:
     _require("tensorflow", "'raykube[tensorflow]'")
+    _require("tf_keras", "'raykube[tensorflow]'")
     from ray.train.tensorflow import TensorflowTrainer
 
+    # Ray's TF backend asks for Keras 2 (tf_keras) by setting TF_USE_LEGACY_KERAS when the run
+    # starts, but its own modules import TensorFlow earlier in the worker, which then binds
+    # tf.keras to Keras 3. Setting it in the worker's environment from process start is stable.
+    _with_worker_env(request.run, {"TF_USE_LEGACY_KERAS": "1"})
     return TensorflowTrainer(
         request.train_fn,
         train_loop_config=request.config,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from raykube.spec import GROUP_LABEL, ClusterSpec, WorkerGroupSpec
+from raykube.spec import GROUP_LABEL, GROUP_RESOURCE_AMOUNT, ClusterSpec, WorkerGroupSpec, group_resource
 
 HEAD_NODE_TYPE = "ray.head.default"
 """The fake provider's fixed name for the head's node type."""
@@ -29,7 +29,9 @@ LOCAL_START_PARAMS = {"num-cpus", "num-gpus", "object-store-memory", "resources"
 
 def group_resources(group: WorkerGroupSpec) -> dict[str, float]:
     """Ray resources one worker of ``group`` advertises (what the autoscaler plans with)."""
-    resources: dict[str, float] = {"CPU": group.ray_cpus}
+    resources: dict[str, float] = {
+        "CPU": group.ray_cpus, group_resource(group.group_name): GROUP_RESOURCE_AMOUNT
+    }
     if group.gpu:
         resources["GPU"] = group.gpu
     if group.accelerator_type:

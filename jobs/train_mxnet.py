@@ -1,0 +1,102 @@
+"""Train a digit classifier with Apache MXNet (Gluon, dist_sync parameter server) on raykube.
+
+    RAYKUBE_MXNET_PYTHON=.venv-mxnet/bin/python python jobs/train_mxnet.py --cluster local
+    ray job submit --working-dir jobs -- python train_mxnet.py
+
+MXNet workers run in their own environment (numpy < 2); raykube's MXNet backend starts the
+ps-lite scheduler and server. Gradients are pushed to the server, which updates the weights
+that every worker pulls, so the replicas stay identical (checked by fingerprints at the end).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import raykube
+from raykube import worker
+
+from common import finish, parse_args
+from digits import NUM_CLASSES, fingerprint, load_digits_split
+
+
+def train_loop(config: dict[str, Any]) -> dict[str, Any]:
+    import mxnet as mx
+    import numpy as np
+    from mxnet import autograd, gluon
+
+    mx.random.seed(0)
+    X_train, y_train, X_test, y_test = load_digits_split()
+    ctx = worker.context()
+    X, y = worker.shard(X_train, y_train)
+    batch = config["batch_size"]
+    # dist_sync needs the same number of pushes from every worker.
+    steps = (len(X_train) // ctx.world_size) // batch
+
+    net = gluon.nn.Sequential()
+    net.add(gluon.nn.Dense(128, activation="relu"), gluon.nn.Dense(NUM_CLASSES))
+    net.initialize(mx.init.Xavier(), ctx=mx.cpu())
+    net = worker.prepare(net)
+    start = 0
+    state = worker.restore()
+    if state:
+        net(mx.nd.array(X[:1]))  # materialise the parameters' shapes
+        for name, value in state["params"].items():
+            net.collect_params()[name].set_data(mx.nd.array(value))
+        start = state["epoch"] + 1
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": config["lr"]},
+                            kvstore=worker.mxnet_kvstore())
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    rng = np.random.default_rng(ctx.rank)
+
+    def accuracy() -> float:
+        predicted = net(mx.nd.array(X_test)).argmax(axis=1).asnumpy()
+        return float((predicted == y_test).mean())
+
+    for epoch in range(start, config["epochs"]):
+        order = rng.permutation(len(X))
+        for step in range(steps):
+            idx = order[step * batch:(step + 1) * batch]
+            data, label = mx.nd.array(X[idx]), mx.nd.array(y[idx])
+            with autograd.record():
+                loss = loss_fn(net(data), label)
+            loss.backward()
+            trainer.step(batch * ctx.world_size)  # the server sums every worker's gradient
+        params = {name: p.data().asnumpy() for name, p in net.collect_params().items()}
+        worker.report(
+            {"epoch": epoch, "loss": float(loss.mean().asscalar()), "test_accuracy": accuracy()},
+            state={"epoch": epoch, "params": params},
+        )
+    weights = [p.data().asnumpy() for p in net.collect_params().values()]
+    replicas = worker.gather({"fingerprint": fingerprint(weights), "node": worker.node_id()},
+                             "final")
+    return {
+        "test_accuracy": accuracy(),
+        "fingerprints": [r["fingerprint"] for r in replicas],
+        "nodes": [r["node"] for r in replicas],
+        "started_at_epoch": start,
+        "world_size": ctx.world_size,
+    }
+
+
+def main() -> None:
+    args = parse_args("MXNet dist_sync parameter server on sklearn digits", epochs=15)
+    started = time.monotonic()
+    result = raykube.train(
+        train_loop, framework="mxnet", cluster=args.cluster, num_workers=args.workers,
+        gpus_per_worker=args.gpus, storage_path=args.storage, name=args.name,
+        config={"lr": 0.01, "batch_size": 32, "epochs": args.epochs},
+    )
+    finish({
+        "framework": "mxnet",
+        "workers": args.workers,
+        "test_accuracy": result.return_value["test_accuracy"],
+        "replicas_identical": len(set(result.return_value["fingerprints"])) == 1,
+        "epochs": result.metrics.get("epoch", -1) + 1,
+        "checkpoint": result.checkpoint,
+        "seconds": round(time.monotonic() - started, 1),
+    })
+
+
+if __name__ == "__main__":
+    main()

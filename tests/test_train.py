@@ -1,0 +1,224 @@
+"""raykube.train on the session cluster: real frameworks, real data, real failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import raykube
+from conftest import ROOT, SPECS
+from raykube.errors import TrainError
+from raykube.spec import load_spec
+from raykube.training.api import Resources, check_request
+from raykube.waiting import wait_for
+
+sys.path.insert(0, str(ROOT / "jobs"))
+
+import train_torch  # noqa: E402
+
+ACCURACY_BAR = 0.90
+
+
+def run_torch(cluster: raykube.Cluster, **kwargs: Any) -> raykube.TrainResult:
+    config = {"lr": 0.01, "batch_size": 32, "epochs": 8, **kwargs.pop("config", {})}
+    return raykube.train(train_torch.train_loop, framework="torch", cluster=cluster,
+                         config=config, **kwargs)
+
+
+@pytest.mark.local
+def test_torch_two_workers_learn_in_sync(local_cluster: raykube.Cluster) -> None:
+    two = run_torch(local_cluster, num_workers=2)
+    assert two.return_value["world_size"] == 2
+    assert two.return_value["test_accuracy"] >= ACCURACY_BAR
+    assert len(set(two.return_value["fingerprints"])) == 1, "DDP replicas are identical"
+    assert two.metrics["epoch"] == 7 and Path(two.checkpoint).is_dir()
+    assert two.state()["epoch"] == 7
+    # The synchronised run learns what one worker learns from the whole training set.
+    one = run_torch(local_cluster, num_workers=1)
+    assert one.return_value["test_accuracy"] >= ACCURACY_BAR
+    assert abs(one.return_value["test_accuracy"] - two.return_value["test_accuracy"]) <= 0.03
+
+
+@pytest.mark.local
+def test_tensorflow_two_workers_learn_in_sync(local_cluster: raykube.Cluster) -> None:
+    pytest.importorskip("tensorflow")
+    import train_tensorflow
+
+    result = raykube.train(
+        train_tensorflow.train_loop, framework="tensorflow", cluster=local_cluster,
+        num_workers=2, config={"batch_size": 16, "epochs": 6},
+    )
+    assert result.return_value["world_size"] == 2
+    assert result.return_value["test_accuracy"] >= ACCURACY_BAR
+    assert len(set(result.return_value["fingerprints"])) == 1, "mirrored variables agree"
+    assert result.state()["epoch"] == 5
+
+
+@pytest.mark.local
+def test_gpu_request_lands_on_the_gpu_group(local_cluster: raykube.Cluster) -> None:
+    result = run_torch(local_cluster, num_workers=2, gpus_per_worker=1, accelerator_type="A100",
+                       config={"epochs": 2})
+    gpu_nodes = {n.node_id for n in local_cluster.status().nodes if n.group == "gpu"}
+    assert set(result.return_value["nodes"]) <= gpu_nodes
+    assert len(set(result.return_value["nodes"])) == 2, "one 1-GPU worker per GPU node"
+
+
+@pytest.mark.local
+def test_worker_group_placement(local_cluster: raykube.Cluster) -> None:
+    result = run_torch(local_cluster, num_workers=1, worker_group="cpu", config={"epochs": 1})
+    cpu_nodes = {n.node_id for n in local_cluster.status().nodes if n.group == "cpu"}
+    assert set(result.return_value["nodes"]) <= cpu_nodes
+
+
+def _train_in_thread(**kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = run_torch(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _checkpoints(storage: str, name: str) -> list[Path]:
+    return sorted((Path(storage) / name).glob("checkpoint_*"))
+
+
+@pytest.mark.local
+def test_killed_worker_resumes_from_latest_checkpoint(ray_driver: raykube.Cluster) -> None:
+    from ray.util.state import list_actors
+
+    storage = ray_driver.backend.spec_of(ray_driver.name).storage.path
+    name = "killed-worker"
+    thread, outcome = _train_in_thread(
+        cluster=ray_driver, num_workers=2, name=name, max_failures=2,
+        config={"epochs": 12, "epoch_delay_s": 0.5},
+    )
+    wait_for(lambda: len(_checkpoints(storage, name)) >= 3, timeout=180,
+             what="3 checkpoints before the kill")
+    workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+                                               ("state", "=", "ALIVE")])]
+    assert workers
+    os.kill(workers[-1].pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert result.return_value["started_at_epoch"] >= 3, "resumed, not restarted from epoch 0"
+    assert result.metrics["epoch"] == 11
+    assert result.return_value["test_accuracy"] >= ACCURACY_BAR
+
+
+@pytest.mark.local
+def test_run_resumes_from_its_storage(local_cluster: raykube.Cluster) -> None:
+    first = run_torch(local_cluster, num_workers=2, name="resumable", config={"epochs": 3})
+    assert first.return_value["started_at_epoch"] == 0
+    again = run_torch(local_cluster, num_workers=2, name="resumable", config={"epochs": 5})
+    assert again.return_value["started_at_epoch"] == 3
+    assert again.metrics["epoch"] == 4
+
+
+@pytest.mark.local
+def test_elastic_training_grows_with_the_autoscaler(local_cluster: raykube.Cluster) -> None:
+    local_cluster.scale("cpu", 1)
+    result = run_torch(local_cluster, num_workers=(1, 3), name="elastic",
+                       config={"epochs": 30, "epoch_delay_s": 0.5})
+    assert result.return_value["world_size"] == 3, "grew to the max as nodes were added"
+    assert result.return_value["started_at_epoch"] > 0, "resized from a checkpoint"
+    assert len(set(result.return_value["fingerprints"])) == 1
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_capacity_and_gpu_checks_are_made_before_start() -> None:
+    fixed = load_spec(SPECS / "fixed.yaml")  # small: 0..2 x 1 CPU, wide: 1..2 x 2 CPU
+    check_request(fixed, Resources(cpus=1), 6)
+    with pytest.raises(TrainError, match="can hold at most 6 even at maxReplicas"):
+        check_request(fixed, Resources(cpus=1), 7)
+    with pytest.raises(TrainError, match="no GPU worker group") as caught:
+        check_request(fixed, Resources(cpus=1, gpus=1), 1)
+    assert "clusters/gpu.yaml" in caught.value.hint
+    with pytest.raises(TrainError, match="no worker group 'gpu'"):
+        check_request(fixed, Resources(worker_group="gpu"), 1)
+
+
+@pytest.mark.unit
+def test_unknown_framework_is_refused() -> None:
+    with pytest.raises(TrainError, match="unknown framework 'jax'") as caught:
+        raykube.train(lambda: None, framework="jax")
+    assert "torch, tensorflow, mxnet" in caught.value.hint
+
+
+@pytest.mark.local
+def test_too_many_workers_refused(local_cluster: raykube.Cluster) -> None:
+    with pytest.raises(TrainError, match="needs 9 workers .* at most 3"):
+        run_torch(local_cluster, num_workers=9)
+
+
+@pytest.mark.local
+def test_unwritable_storage_refused(local_cluster: raykube.Cluster) -> None:
+    with pytest.raises(TrainError, match="storage path '/proc/raykube' cannot be written"):
+        run_torch(local_cluster, num_workers=1, storage_path="/proc/raykube")
+
+
+def failing_loop(config: dict[str, Any]) -> None:
+    raise ValueError("bad learning rate: -1")
+
+
+@pytest.mark.local
+def test_failing_training_function_reports_its_traceback(ray_driver: raykube.Cluster) -> None:
+    from ray.util.state import list_actors
+
+    with pytest.raises(TrainError) as caught:
+        raykube.train(failing_loop, framework="torch", cluster=ray_driver, num_workers=2)
+    assert "ValueError: bad learning rate: -1" in caught.value.message
+    assert "failing_loop" in caught.value.message, "the user's own frame is shown"
+
+    def leftovers() -> list[Any]:
+        return [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                if a.class_name in ("RayTrainWorker", "TrainController")]
+
+    wait_for(lambda: not leftovers(), timeout=60, what="training actors to be cleaned up")
+
+
+MXNET_PYTHON = ROOT / ".venv-mxnet" / "bin" / "python"
+
+
+@pytest.mark.local
+@pytest.mark.skipif(not MXNET_PYTHON.exists(),
+                    reason="no .venv-mxnet: create it with `bash scripts/setup-mxnet.sh`")
+def test_mxnet_two_workers_learn_in_sync(local_cluster: raykube.Cluster,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import train_mxnet
+
+    monkeypatch.setenv("RAYKUBE_MXNET_PYTHON", str(MXNET_PYTHON))
+    result = raykube.train(
+        train_mxnet.train_loop, framework="mxnet", cluster=local_cluster, num_workers=2,
+        config={"lr": 0.01, "batch_size": 32, "epochs": 8},
+    )
+    assert result.return_value["world_size"] == 2
+    assert result.return_value["test_accuracy"] >= ACCURACY_BAR
+    assert len(set(result.return_value["fingerprints"])) == 1, "workers pulled the same weights"
+    assert result.state()["epoch"] == 7
+
+
+@pytest.mark.unit
+def test_missing_mxnet_environment_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raykube.training.mxnet_backend import mxnet_python
+
+    monkeypatch.setenv("RAYKUBE_MXNET_PYTHON", "/nowhere/bin/python")
+    with pytest.raises(TrainError, match="/nowhere/bin/python does not exist") as caught:
+        mxnet_python()
+    assert "scripts/setup-mxnet.sh" in caught.value.hint
