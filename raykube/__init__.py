@@ -19,7 +19,8 @@ from raykube.errors import (
     SpecError,
     TrainError,
 )
-from raykube.connect import connect
+from raykube.connection import Connection, connect
+from raykube.jobs import Job, submit
 from raykube.spec import ClusterSpec, load_spec
 from raykube.training.api import TrainResult, train
 
@@ -32,6 +33,8 @@ __all__ = [
     "ClusterExists",
     "ClusterNotFound",
     "ClusterSpec",
+    "Connection",
+    "Job",
     "JobError",
     "JobFailed",
     "PortInUse",
@@ -45,6 +48,7 @@ __all__ = [
     "get",
     "list_clusters",
     "load_spec",
+    "submit",
     "train",
     "up",
 ]

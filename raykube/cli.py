@@ -8,6 +8,7 @@ with the error's code, without a traceback unless ``RAYKUBE_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -124,6 +125,77 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_job_submit(args: argparse.Namespace) -> int:
+    from raykube import jobs
+
+    words = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+    entrypoint = " ".join(words).strip()
+    if not entrypoint:
+        print("error: no entrypoint: put the command after --, e.g. "
+              "raykube job submit -- python train.py", file=sys.stderr)
+        return 2
+    runtime_env = json.loads(args.runtime_env_json) if args.runtime_env_json else None
+    job = jobs.submit(
+        args.cluster, entrypoint, working_dir=args.working_dir, runtime_env=runtime_env,
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, submission_id=args.submission_id,
+    )
+    print(f"job {job.job_id} submitted", file=sys.stderr, flush=True)
+    if args.no_wait:
+        print(job.job_id)
+        return 0
+    for chunk in job.stream_logs():
+        print(chunk, end="", flush=True)
+    info = job.wait(timeout=args.timeout)
+    print(f"job {job.job_id} {info.state.value}", file=sys.stderr)
+    return 0
+
+
+def cmd_job_status(args: argparse.Namespace) -> int:
+    from raykube import jobs
+
+    info = jobs.get_job(args.cluster, args.job_id).info()
+    print(f"{info.job_id}: {info.state.value}" + (f" ({info.message})" if info.message else ""))
+    return 0
+
+
+def cmd_job_logs(args: argparse.Namespace) -> int:
+    from raykube import jobs
+
+    job = jobs.get_job(args.cluster, args.job_id)
+    if args.follow:
+        for chunk in job.stream_logs():
+            print(chunk, end="", flush=True)
+    else:
+        print(job.logs(), end="")
+    return 0
+
+
+def cmd_job_stop(args: argparse.Namespace) -> int:
+    from raykube import jobs
+
+    job = jobs.get_job(args.cluster, args.job_id)
+    job.stop()
+    info = job.wait(timeout=args.timeout, check=False)
+    print(f"job {job.job_id} {info.state.value}")
+    return 0
+
+
+def cmd_job_list(args: argparse.Namespace) -> int:
+    from raykube import jobs
+
+    infos = jobs.list_jobs(args.cluster)
+    if not infos:
+        print("no jobs")
+    for info in infos:
+        print(f"{info.job_id:<28}{info.state.value:<11}{info.entrypoint}")
+    return 0
+
+
+def cmd_address(args: argparse.Namespace) -> int:
+    print(clusters.get(args.name, backend=args.backend).dashboard_url)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -165,6 +237,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("env", cmd_env, "print the exports that let Ray's own CLI reach a cluster")
     p.add_argument("name", help="cluster name")
+
+    p = command("address", cmd_address, "print the dashboard (Jobs API) URL of a cluster")
+    p.add_argument("name", help="cluster name")
+
+    job = sub.add_parser("job", help="submit and follow Ray jobs", description="Ray jobs.")
+    job_sub = job.add_subparsers(dest="job_command", required=True, metavar="JOB_COMMAND")
+
+    def job_command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = job_sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--cluster", default=None,
+                       help="cluster name or dashboard URL (default: the only running cluster)")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = job_command("submit", cmd_job_submit,
+                    "submit a job, stream its logs, exit non-zero unless it succeeds")
+    p.add_argument("--working-dir", default=None, help="local folder uploaded as the job's cwd")
+    p.add_argument("--runtime-env-json", default=None, help="Ray runtime env as JSON")
+    p.add_argument("--num-cpus", type=float, default=None, help="CPUs for the entrypoint")
+    p.add_argument("--num-gpus", type=float, default=None, help="GPUs for the entrypoint")
+    p.add_argument("--submission-id", default=None, help="job id to use")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default 3600)")
+    p.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- COMMAND ...")
+    for name, handler, text in (("status", cmd_job_status, "show a job's state"),
+                                ("logs", cmd_job_logs, "print a job's output"),
+                                ("stop", cmd_job_stop, "stop a running job")):
+        p = job_command(name, handler, text)
+        p.add_argument("job_id", help="the job's submission id")
+        if name == "logs":
+            p.add_argument("--follow", "-f", action="store_true", help="stream until it ends")
+        if name == "stop":
+            p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    job_command("list", cmd_job_list, "list the cluster's jobs")
     return parser
 
 

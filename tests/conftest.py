@@ -63,7 +63,7 @@ def ray_driver(local_cluster):  # type: ignore[no-untyped-def]
     """This test process connected to the session cluster as a Ray driver."""
     import ray
 
-    from raykube.connect import ensure_connected
+    from raykube.connection import ensure_connected
 
     ensure_connected(local_cluster)
     yield local_cluster

@@ -90,8 +90,17 @@ def _train_in_thread(**kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, outcome
 
 
-def _checkpoints(storage: str, name: str) -> list[Path]:
-    return sorted((Path(storage) / name).glob("checkpoint_*"))
+def registered_epoch(storage: str, name: str) -> int | None:
+    """Epoch of the latest checkpoint Ray Train has registered for run ``name`` (folders can be
+    on storage before the controller registers them; only registered ones are resumed from)."""
+    import json
+
+    snapshot = Path(storage) / name / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    except (OSError, ValueError):
+        return None
+    return int(latest["metrics"]["epoch"]) if latest else None
 
 
 @pytest.mark.local
@@ -104,8 +113,10 @@ def test_killed_worker_resumes_from_latest_checkpoint(ray_driver: raykube.Cluste
         cluster=ray_driver, num_workers=2, name=name, max_failures=2,
         config={"epochs": 12, "epoch_delay_s": 0.5},
     )
-    wait_for(lambda: len(_checkpoints(storage, name)) >= 3, timeout=180,
-             what="3 checkpoints before the kill")
+    wait_for(lambda: (registered_epoch(storage, name) or 0) >= 2, timeout=180,
+             what="a registered checkpoint of epoch 2 before the kill")
+    before_kill = registered_epoch(storage, name)
+    assert before_kill is not None
     workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
                                                ("state", "=", "ALIVE")])]
     assert workers
@@ -114,7 +125,9 @@ def test_killed_worker_resumes_from_latest_checkpoint(ray_driver: raykube.Cluste
     assert not thread.is_alive()
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
-    assert result.return_value["started_at_epoch"] >= 3, "resumed, not restarted from epoch 0"
+    assert result.return_value["started_at_epoch"] >= before_kill + 1, (
+        "resumed from the latest checkpoint, not restarted from epoch 0"
+    )
     assert result.metrics["epoch"] == 11
     assert result.return_value["test_accuracy"] >= ACCURACY_BAR
 

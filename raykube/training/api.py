@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -280,7 +282,7 @@ def train(
         )
     storage = check_storage(storage)
 
-    from raykube.connect import ensure_connected
+    from raykube.connection import ensure_connected
 
     ensure_connected(cluster)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -317,16 +319,30 @@ def train(
             dict(config or {}), scaling, run, use_cuda,
         ),
     )
+    failure: Exception | None = None
+    # fit() installs a SIGINT handler holding the controller actor and never removes it, which
+    # keeps the controller alive until the driver exits: put the caller's handler back after.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigint = signal.getsignal(signal.SIGINT) if in_main_thread else None
     try:
         result = trainer.fit()
     except RaykubeError:
         raise
     except Exception as exc:  # Ray's TrainingFailedError and friends: the user's error inside
+        failure = exc
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous_sigint)
+    # Ray's frames in the traceback hold the trainer and its controller actor: drop them, or
+    # the run's actors live as long as the exception does (a notebook keeps the last one).
+    del trainer
+    if failure is not None:
+        failure.__traceback__ = None
         raise TrainError(
-            f"training run {run_name!r} failed:\n{_failure_text(exc)}",
+            f"training run {run_name!r} failed:\n{_failure_text(failure)}",
             f"the traceback above is your training function's; checkpoints are in "
             f"{storage}/{run_name}",
-        ) from exc
+        ) from failure
     if getattr(result, "error", None):
         raise TrainError(f"training run {run_name!r} failed:\n{_failure_text(result.error)}")
     best = result.checkpoint

@@ -5,18 +5,17 @@ name, a ``host:port`` / ``ray://`` address, or nothing inside a Ray job), sets R
 environment for that cluster, and calls ``ray.init``. A client whose Ray or Python version
 differs from the cluster's gets a clear error naming both versions.
 
-Example (a notebook cell)::
+Example (notebook cells)::
 
-    with raykube.connect("local") as ray_context:
-        print(ray.cluster_resources())
+    conn = raykube.connect("local")
+    ray.get(square.remote(4))
+    conn.disconnect()
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from raykube.auth import apply_client_env
@@ -24,9 +23,6 @@ from raykube.errors import BackendError, ClusterNotFound, RaykubeError
 
 if TYPE_CHECKING:
     from raykube.cluster import Cluster
-
-ClusterRef = "Cluster | str | None"
-
 
 def resolve_address(cluster: Cluster | str | None) -> tuple[str, str | None]:
     """``(address for ray.init, token path)`` for ``cluster``.
@@ -112,23 +108,56 @@ def ensure_connected(cluster: Cluster | str | None = None) -> Any:
     return context
 
 
-@contextlib.contextmanager
-def connect(cluster: Cluster | str | None = None) -> Iterator[Any]:
-    """Connect to ``cluster`` for the duration of a ``with`` block (notebooks, scripts).
+class Connection:
+    """This process attached to a cluster as a Ray driver.
 
-    Yields Ray's context (``.address_info``, ``.dashboard_url``); disconnects on exit.
-
-    Raises:
-        ClusterNotFound: no such running cluster.
-        RaykubeError: version mismatch between this client and the cluster.
+    Made by :func:`connect`, which connects at once, so a notebook can use it across cells
+    (``conn = raykube.connect("local")`` ... ``conn.disconnect()``) or in a ``with`` block.
     """
-    context = ensure_connected(cluster)
-    try:
-        yield context
-    finally:
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard of the connected cluster."""
+        return str(self.context.dashboard_url)
+
+    def disconnect(self) -> None:
+        """Leave the cluster (``ray.shutdown()``); the cluster keeps running."""
         import ray
 
         ray.shutdown()
 
+    def __enter__(self) -> Connection:
+        return self
 
-__all__ = ["ClusterNotFound", "connect", "ensure_connected", "resolve_address"]
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+
+def connect(cluster: Cluster | str | None = None) -> Connection:
+    """Connect this process (a script or a notebook) to ``cluster`` as a Ray driver.
+
+    Ray tasks, actors and :func:`raykube.train` runs then go to that cluster.
+
+    Args:
+        cluster: a :class:`Cluster`, a cluster name, or a ``host:port`` address.
+
+    Returns:
+        A :class:`Connection`; use it in a ``with`` block or call ``.disconnect()``.
+
+    Raises:
+        ClusterNotFound: no such running cluster.
+        RaykubeError: this client's Ray or Python version differs from the cluster's.
+        BackendError: Ray refused the connection (a wrong token, say).
+
+    Example::
+
+        with raykube.connect("local"):
+            print(ray.cluster_resources())
+    """
+    return Connection(ensure_connected(cluster))
+
+
+__all__ = ["ClusterNotFound", "Connection", "connect", "ensure_connected", "resolve_address"]

@@ -1,0 +1,281 @@
+"""Ray jobs on a cluster: submit an entrypoint, follow it, stop it.
+
+A thin, typed layer over Ray's Jobs API (``JobSubmissionClient``) that resolves the cluster,
+sends the auth token, checks the working dir before uploading it, and turns a job that ends
+FAILED or STOPPED into :class:`JobFailed` when asked to wait, so CI can gate on it.
+
+Example::
+
+    job = raykube.submit("local", "python train_torch.py", working_dir="jobs")
+    for chunk in job.stream_logs():
+        print(chunk, end="")
+    job.wait(timeout=600)      # raises JobFailed unless it SUCCEEDED
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raykube.auth import read_token
+from raykube.errors import BackendError, JobError, JobFailed
+from raykube.waiting import wait_for
+
+if TYPE_CHECKING:
+    from raykube.cluster import Cluster
+
+
+class JobState(str, Enum):
+    """Ray's job states; the last three are terminal."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job has ended."""
+        return self in (JobState.STOPPED, JobState.SUCCEEDED, JobState.FAILED)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What Ray knows of a job now."""
+
+    job_id: str
+    state: JobState
+    message: str
+    entrypoint: str
+    driver_exit_code: int | None
+
+
+def _size_of(folder: Path) -> int:
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in (".git", "__pycache__")]
+        for name in files:
+            try:
+                total += (Path(root) / name).stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def check_working_dir(path: str) -> str:
+    """Refuse a working dir that does not exist or that Ray could not upload.
+
+    Raises:
+        JobError: naming the folder, its size and Ray's limit.
+    """
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise JobError(
+            f"working dir {path!r} does not exist or is not a folder",
+            "pass the folder holding your entrypoint's code, e.g. --working-dir jobs",
+        )
+    size = _size_of(folder)
+    if size > GCS_STORAGE_MAX_SIZE:
+        raise JobError(
+            f"working dir {path!r} holds {size / 2**20:.0f} MiB; Ray's Jobs API uploads at most "
+            f"{GCS_STORAGE_MAX_SIZE / 2**20:.0f} MiB (zipped)",
+            "keep data and checkpoints out of the working dir (put them on the cluster's "
+            "storage path), or list large folders in runtime_env 'excludes'",
+        )
+    return str(folder.resolve())
+
+
+class Job:
+    """A job submitted to a cluster. Get one from :func:`submit` or :func:`get_job`."""
+
+    def __init__(self, job_id: str, client: Any) -> None:
+        self.job_id = job_id
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"Job({self.job_id!r})"
+
+    def info(self) -> JobInfo:
+        """The job's state, message and exit code now."""
+        try:
+            details = self._client.get_job_info(self.job_id)
+        except RuntimeError as exc:
+            raise JobError(f"no job {self.job_id!r} on this cluster: {exc}",
+                           "`raykube job list` shows the jobs") from None
+        return JobInfo(
+            job_id=self.job_id,
+            state=JobState(str(details.status)),
+            message=details.message or "",
+            entrypoint=details.entrypoint,
+            driver_exit_code=getattr(details, "driver_exit_code", None),
+        )
+
+    def status(self) -> JobState:
+        """The job's state now."""
+        return self.info().state
+
+    def wait(self, timeout: float = 3600.0, *, check: bool = True) -> JobInfo:
+        """Wait until the job ends.
+
+        Args:
+            timeout: seconds to wait.
+            check: raise :class:`JobFailed` when it ends FAILED or STOPPED.
+
+        Raises:
+            JobFailed: the job failed or was stopped (with Ray's message).
+            ReadyTimeout: it was still running at the deadline.
+        """
+        info = wait_for(
+            lambda: (lambda i: i if i.state.is_terminal else None)(self.info()),
+            timeout=timeout, what=f"job {self.job_id} to end", interval=0.5,
+        )
+        if check and info.state is not JobState.SUCCEEDED:
+            code = f" (exit code {info.driver_exit_code})" if info.driver_exit_code else ""
+            raise JobFailed(
+                f"job {self.job_id} ended {info.state.value}{code}: {info.message.strip()}",
+                f"see its output: raykube job logs {self.job_id}",
+            )
+        return info
+
+    def logs(self) -> str:
+        """Everything the job has printed so far."""
+        return str(self._client.get_job_logs(self.job_id))
+
+    def stream_logs(self) -> Iterator[str]:
+        """Yield the job's output as it is printed, until the job ends."""
+        chunks: queue.Queue[str | BaseException | None] = queue.Queue()
+
+        async def pump() -> None:
+            async for chunk in self._client.tail_job_logs(self.job_id):
+                chunks.put(chunk)
+
+        def run() -> None:
+            try:
+                asyncio.run(pump())
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                chunks.put(exc)
+            finally:
+                chunks.put(None)
+
+        threading.Thread(target=run, daemon=True, name=f"logs-{self.job_id}").start()
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise BackendError(f"lost the log stream of job {self.job_id}: {item}",
+                                   retryable=True) from item
+            yield item
+
+    def stop(self) -> bool:
+        """Ask Ray to stop the job; returns whether it was still running."""
+        return bool(self._client.stop_job(self.job_id))
+
+
+def _client(cluster: Cluster | str | None) -> Any:
+    """A Jobs API client for ``cluster`` (a handle, a name, or a dashboard ``http://`` URL)."""
+    from ray.job_submission import JobSubmissionClient
+
+    from raykube.cluster import Cluster, get, list_clusters
+
+    token_path: str | None
+    if isinstance(cluster, str) and cluster.startswith(("http://", "https://")):
+        url, token_path = cluster, os.environ.get("RAY_AUTH_TOKEN_PATH")
+        if token_path is None and (Path.home() / ".ray" / "auth_token").exists():
+            token_path = str(Path.home() / ".ray" / "auth_token")
+    else:
+        if cluster is None:
+            running = [s.name for s in list_clusters() if s.state == "running"]
+            if len(running) != 1:
+                raise JobError(
+                    f"which cluster? {len(running)} are running ({', '.join(running) or 'none'})",
+                    "pass --cluster NAME (or cluster= in Python)",
+                )
+            cluster = running[0]
+        handle = cluster if isinstance(cluster, Cluster) else get(cluster)
+        endpoints = handle.endpoints
+        url, token_path = endpoints.dashboard_url, endpoints.auth_token_path
+    headers = {"Authorization": f"Bearer {read_token(token_path)}"} if token_path else None
+    try:
+        return JobSubmissionClient(url, headers=headers)
+    except (ConnectionError, RuntimeError) as exc:
+        text = str(exc)
+        if any(word in text for word in ("401", "403", "Unauthorized", "authentication")):
+            raise BackendError(
+                f"the Jobs API at {url} rejected this client's auth token",
+                "use the cluster's token: `eval \"$(raykube env NAME)\"` sets RAY_AUTH_TOKEN_PATH",
+            ) from exc
+        raise BackendError(f"cannot reach the Jobs API at {url}: {text.splitlines()[0]}",
+                           "is the cluster running? `raykube list`", retryable=True) from exc
+
+
+def submit(
+    cluster: Cluster | str | None,
+    entrypoint: str,
+    *,
+    working_dir: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    submission_id: str | None = None,
+) -> Job:
+    """Submit ``entrypoint`` (a shell command) as a Ray job on ``cluster``.
+
+    Args:
+        cluster: a :class:`Cluster`, a cluster name, a dashboard URL, or None for the only
+            running local cluster.
+        entrypoint: the command, e.g. ``"python train_torch.py --epochs 5"``.
+        working_dir: a local folder uploaded and used as the job's working dir.
+        runtime_env: Ray runtime env (pip, env_vars, py_modules, ...); ``working_dir`` is merged.
+        num_cpus, num_gpus, resources: what the entrypoint itself reserves.
+        submission_id: a chosen job id (default: Ray picks one).
+
+    Returns:
+        A :class:`Job` handle.
+
+    Raises:
+        JobError: bad working dir; ClusterNotFound: unknown cluster; BackendError: Ray refused.
+    """
+    env = dict(runtime_env or {})
+    if working_dir is not None:
+        env["working_dir"] = check_working_dir(working_dir)
+    client = _client(cluster)
+    try:
+        job_id = client.submit_job(
+            entrypoint=entrypoint, runtime_env=env or None, submission_id=submission_id,
+            entrypoint_num_cpus=num_cpus, entrypoint_num_gpus=num_gpus,
+            entrypoint_resources=resources,
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise BackendError(f"the cluster refused the job: {exc}") from exc
+    return Job(job_id, client)
+
+
+def get_job(cluster: Cluster | str | None, job_id: str) -> Job:
+    """A handle on job ``job_id`` of ``cluster``."""
+    job = Job(job_id, _client(cluster))
+    job.info()  # raises JobError when there is no such job
+    return job
+
+
+def list_jobs(cluster: Cluster | str | None) -> list[JobInfo]:
+    """Every job of ``cluster``, oldest first."""
+    client = _client(cluster)
+    return [
+        JobInfo(
+            job_id=d.submission_id or d.job_id or "?",
+            state=JobState(str(d.status)),
+            message=d.message or "",
+            entrypoint=d.entrypoint,
+            driver_exit_code=getattr(d, "driver_exit_code", None),
+        )
+        for d in sorted(client.list_jobs(), key=lambda d: d.start_time or 0)
+    ]

@@ -1,0 +1,131 @@
+"""Jobs through the Python API, the raykube CLI and Ray's own `ray job submit`, for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import raykube
+from conftest import ROOT, run_cli
+from raykube.errors import BackendError, JobError, JobFailed
+from raykube.jobs import JobState, get_job, list_jobs, submit
+from raykube.waiting import wait_for
+
+pytestmark = pytest.mark.local
+
+
+@pytest.fixture()
+def job_dir(tmp_path: Path) -> Path:
+    """A working dir with a script that passes, fails, or waits to be stopped."""
+    (tmp_path / "task.py").write_text(
+        "import os, sys, time, pathlib\n"
+        "mode = sys.argv[1]\n"
+        "print('hello from', os.getcwd().split('/')[-1] != '', mode, flush=True)\n"
+        "if mode == 'fail':\n"
+        "    sys.exit(3)\n"
+        "if mode == 'block':\n"
+        "    deadline = time.monotonic() + 600\n"
+        "    while not pathlib.Path('never-created').exists() and time.monotonic() < deadline:\n"
+        "        time.sleep(0.2)\n"
+    )
+    return tmp_path
+
+
+def test_python_api_pass_fail_and_stop(local_cluster: raykube.Cluster, job_dir: Path) -> None:
+    ok = submit(local_cluster, "python task.py pass", working_dir=str(job_dir))
+    info = ok.wait(timeout=120)
+    assert info.state is JobState.SUCCEEDED
+    assert "hello from True pass" in ok.logs()
+
+    bad = submit("rk-session", "python task.py fail", working_dir=str(job_dir))
+    with pytest.raises(JobFailed, match="ended FAILED") as caught:
+        bad.wait(timeout=120)
+    assert f"raykube job logs {bad.job_id}" in caught.value.hint
+    assert bad.status() is JobState.FAILED
+
+    blocked = submit(local_cluster, "python task.py block", working_dir=str(job_dir))
+    wait_for(lambda: blocked.status() is JobState.RUNNING, timeout=60, what="job running")
+    assert blocked.stop()
+    assert blocked.wait(timeout=60, check=False).state is JobState.STOPPED
+    with pytest.raises(JobFailed, match="STOPPED"):
+        blocked.wait(timeout=5)
+
+    ids = {i.job_id for i in list_jobs(local_cluster)}
+    assert {ok.job_id, bad.job_id, blocked.job_id} <= ids
+    assert get_job(local_cluster, ok.job_id).status() is JobState.SUCCEEDED
+
+
+def test_streamed_logs_arrive_in_order(local_cluster: raykube.Cluster, job_dir: Path) -> None:
+    job = submit(local_cluster, "python -c \"[print(i, flush=True) for i in range(50)]\"")
+    text = "".join(job.stream_logs())
+    numbers = [int(line) for line in text.split() if line.isdigit()]
+    assert numbers == list(range(50))
+
+
+def test_raykube_cli_gates_ci(local_cluster: raykube.Cluster, job_dir: Path) -> None:
+    ok = run_cli("job", "submit", "--cluster", "rk-session", "--working-dir", str(job_dir),
+                 "--", "python", "task.py", "pass")
+    assert ok.returncode == 0, ok.stderr
+    assert "hello from True pass" in ok.stdout and "SUCCEEDED" in ok.stderr
+    bad = run_cli("job", "submit", "--cluster", "rk-session", "--working-dir", str(job_dir),
+                  "--", "python", "task.py", "fail")
+    assert bad.returncode == 7 and "ended FAILED" in bad.stderr and "Traceback" not in bad.stderr
+    job_id = bad.stderr.split()[1]
+    status = run_cli("job", "status", "--cluster", "rk-session", job_id)
+    assert status.returncode == 0 and "FAILED" in status.stdout
+    assert "hello from True fail" in run_cli("job", "logs", "--cluster", "rk-session",
+                                             job_id).stdout
+
+
+def test_ray_job_submit_trains_on_the_cluster(local_cluster: raykube.Cluster) -> None:
+    """Ray's own CLI, configured only by `raykube env`, runs the torch example to accuracy."""
+    env = dict(os.environ)
+    for line in run_cli("env", "rk-session").stdout.splitlines():
+        key, value = line.removeprefix("export ").split("=", 1)
+        env[key] = value
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    done = subprocess.run(
+        [ray_cli, "job", "submit", "--working-dir", "jobs", "--", "python", "train_torch.py",
+         "--epochs", "4"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(next(line for line in done.stdout.splitlines()
+                              if line.startswith('{"checkpoint"')))
+    assert summary["test_accuracy"] >= 0.9 and summary["replicas_identical"] is True
+    failed = subprocess.run(
+        [ray_cli, "job", "submit", "--", "python", "-c", "import sys; sys.exit(4)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert failed.returncode != 0
+
+
+def test_bad_working_dirs(local_cluster: raykube.Cluster, tmp_path: Path) -> None:
+    with pytest.raises(JobError, match="does not exist"):
+        submit(local_cluster, "true", working_dir=str(tmp_path / "missing"))
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "data.bin").write_bytes(os.urandom(3 * 2**20))
+    result = run_cli("job", "submit", "--cluster", "rk-session", "--working-dir", str(big),
+                     "--", "true", env={"RAY_max_grpc_message_size": str(2**20)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "holds 3 MiB; Ray's Jobs API uploads at most 1 MiB" in result.stderr
+    assert "storage path" in result.stderr
+
+
+def test_unknown_cluster_and_wrong_token(local_cluster: raykube.Cluster, tmp_path: Path) -> None:
+    missing = run_cli("job", "submit", "--cluster", "nope", "--", "true")
+    assert missing.returncode == 3 and "no local cluster named 'nope'" in missing.stderr
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("0" * 64)
+    result = run_cli("job", "list", "--cluster", local_cluster.dashboard_url,
+                     env={"RAY_AUTH_TOKEN_PATH": str(wrong)})
+    assert result.returncode == 8, result.stderr
+    assert "rejected this client's auth token" in result.stderr
+    with pytest.raises(BackendError):
+        list_jobs("http://127.0.0.1:9")
