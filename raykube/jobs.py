@@ -203,15 +203,17 @@ def _client(cluster: Cluster | str | None) -> Any:
         endpoints = handle.endpoints
         url, token_path = endpoints.dashboard_url, endpoints.auth_token_path
     headers = {"Authorization": f"Bearer {read_token(token_path)}"} if token_path else None
+    from ray.exceptions import AuthenticationError
+
     try:
         return JobSubmissionClient(url, headers=headers)
+    except AuthenticationError as exc:
+        raise BackendError(
+            f"the Jobs API at {url} rejected this client's auth token",
+            "use the cluster's token: `eval \"$(raykube env NAME)\"` sets RAY_AUTH_TOKEN_PATH",
+        ) from exc
     except (ConnectionError, RuntimeError) as exc:
         text = str(exc)
-        if any(word in text for word in ("401", "403", "Unauthorized", "authentication")):
-            raise BackendError(
-                f"the Jobs API at {url} rejected this client's auth token",
-                "use the cluster's token: `eval \"$(raykube env NAME)\"` sets RAY_AUTH_TOKEN_PATH",
-            ) from exc
         raise BackendError(f"cannot reach the Jobs API at {url}: {text.splitlines()[0]}",
                            "is the cluster running? `raykube list`", retryable=True) from exc
 

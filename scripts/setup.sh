@@ -10,5 +10,5 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
 fi
 echo "[setup] installing raykube and its pinned dependencies into .venv"
-.venv/bin/pip install -q -e '.[torch,examples,test]'
+.venv/bin/pip install -q -e '.[torch,tensorflow,examples,notebook,test]'
 echo "[setup] done: $(.venv/bin/python -c 'import ray, torch; print("ray", ray.__version__, "torch", torch.__version__)')"

@@ -69,13 +69,13 @@ def test_streamed_logs_arrive_in_order(local_cluster: raykube.Cluster, job_dir: 
 
 def test_raykube_cli_gates_ci(local_cluster: raykube.Cluster, job_dir: Path) -> None:
     ok = run_cli("job", "submit", "--cluster", "rk-session", "--working-dir", str(job_dir),
-                 "--", "python", "task.py", "pass")
+                 "--submission-id", "cli-pass", "--", "python", "task.py", "pass")
     assert ok.returncode == 0, ok.stderr
     assert "hello from True pass" in ok.stdout and "SUCCEEDED" in ok.stderr
     bad = run_cli("job", "submit", "--cluster", "rk-session", "--working-dir", str(job_dir),
-                  "--", "python", "task.py", "fail")
+                  "--submission-id", "cli-fail", "--", "python", "task.py", "fail")
     assert bad.returncode == 7 and "ended FAILED" in bad.stderr and "Traceback" not in bad.stderr
-    job_id = bad.stderr.split()[1]
+    job_id = "cli-fail"
     status = run_cli("job", "status", "--cluster", "rk-session", job_id)
     assert status.returncode == 0 and "FAILED" in status.stdout
     assert "hello from True fail" in run_cli("job", "logs", "--cluster", "rk-session",

@@ -152,6 +152,9 @@ class LocalBackend:
 
     def _head_env(self, record: LocalRecord, spec: ClusterSpec) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+        # A node's `python` is the cluster's Python, as a container image's would be, so job
+        # entrypoints like `python train.py` find Ray and raykube whatever the caller's PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update(spec.head_group_spec.env)
         env.update(client_env(record.token_path))
         env.update(
