@@ -1,11 +1,18 @@
-"""Command-line handling shared by the example jobs."""
+"""What the example jobs share: their command line, their end-of-run check, their summary."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
+
+import raykube
+from raykube import worker
+
+from digits import fingerprint
 
 ACCURACY_BAR = 0.90
 """The held-out accuracy every example must reach with 2 workers."""
@@ -26,8 +33,39 @@ def parse_args(description: str, epochs: int) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def finish(summary: dict[str, Any]) -> None:
-    """Print the run's summary as one JSON line and exit non-zero below the accuracy bar."""
+def final_summary(weights: list[Any], accuracy: float, started_at_epoch: int) -> dict[str, Any]:
+    """Run on every worker at the end: gather each replica's parameter fingerprint and node,
+    so the driver can check that the replicas are identical and where they ran."""
+    replicas = worker.gather({"fingerprint": fingerprint(weights), "node": worker.node_id()},
+                             "final")
+    return {
+        "test_accuracy": float(accuracy),
+        "fingerprints": [r["fingerprint"] for r in replicas],
+        "nodes": [r["node"] for r in replicas],
+        "started_at_epoch": started_at_epoch,
+        "world_size": worker.context().world_size,
+    }
+
+
+def run_example(framework: str, loop: Callable[[dict[str, Any]], Any], description: str,
+                config: dict[str, Any], epochs: int = 15) -> None:
+    """Train ``loop`` as the command line asks, print a JSON summary, exit 1 below the bar."""
+    args = parse_args(description, epochs)
+    started = time.monotonic()
+    result = raykube.train(
+        loop, framework=framework, cluster=args.cluster, num_workers=args.workers,
+        gpus_per_worker=args.gpus, storage_path=args.storage, name=args.name,
+        config={**config, "epochs": args.epochs},
+    )
+    summary = {
+        "framework": framework,
+        "workers": args.workers,
+        "test_accuracy": result.return_value["test_accuracy"],
+        "replicas_identical": len(set(result.return_value["fingerprints"])) == 1,
+        "epochs": result.metrics.get("epoch", -1) + 1,
+        "checkpoint": result.checkpoint,
+        "seconds": round(time.monotonic() - started, 1),
+    }
     print(json.dumps(summary, sort_keys=True))
     if summary["test_accuracy"] < ACCURACY_BAR:
         print(f"test accuracy {summary['test_accuracy']:.3f} is below {ACCURACY_BAR}",

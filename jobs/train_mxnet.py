@@ -10,14 +10,12 @@ that every worker pulls, so the replicas stay identical (checked by fingerprints
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import raykube
 from raykube import worker
 
-from common import finish, parse_args
-from digits import NUM_CLASSES, fingerprint, load_digits_split
+from common import final_summary, run_example
+from digits import NUM_CLASSES, load_digits_split
 
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
@@ -68,34 +66,12 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             state={"epoch": epoch, "params": params},
         )
     weights = [p.data().asnumpy() for p in net.collect_params().values()]
-    replicas = worker.gather({"fingerprint": fingerprint(weights), "node": worker.node_id()},
-                             "final")
-    return {
-        "test_accuracy": accuracy(),
-        "fingerprints": [r["fingerprint"] for r in replicas],
-        "nodes": [r["node"] for r in replicas],
-        "started_at_epoch": start,
-        "world_size": ctx.world_size,
-    }
+    return final_summary(weights, accuracy(), start)
 
 
 def main() -> None:
-    args = parse_args("MXNet dist_sync parameter server on sklearn digits", epochs=15)
-    started = time.monotonic()
-    result = raykube.train(
-        train_loop, framework="mxnet", cluster=args.cluster, num_workers=args.workers,
-        gpus_per_worker=args.gpus, storage_path=args.storage, name=args.name,
-        config={"lr": 0.01, "batch_size": 32, "epochs": args.epochs},
-    )
-    finish({
-        "framework": "mxnet",
-        "workers": args.workers,
-        "test_accuracy": result.return_value["test_accuracy"],
-        "replicas_identical": len(set(result.return_value["fingerprints"])) == 1,
-        "epochs": result.metrics.get("epoch", -1) + 1,
-        "checkpoint": result.checkpoint,
-        "seconds": round(time.monotonic() - started, 1),
-    })
+    run_example("mxnet", train_loop, "MXNet dist_sync parameter server on sklearn digits",
+                {"lr": 0.01, "batch_size": 32})
 
 
 if __name__ == "__main__":

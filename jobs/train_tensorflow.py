@@ -9,14 +9,12 @@ identical (checked at the end by comparing weight fingerprints across workers).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import raykube
 from raykube import worker
 
-from common import finish, parse_args
-from digits import NUM_CLASSES, NUM_FEATURES, fingerprint, load_digits_split
+from common import final_summary, run_example
+from digits import NUM_CLASSES, NUM_FEATURES, load_digits_split
 
 
 def build_model() -> Any:
@@ -70,35 +68,12 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     model.fit(data, epochs=config["epochs"], initial_epoch=start, steps_per_epoch=steps,
               callbacks=[Report()], verbose=0)
     accuracy = float((np.argmax(model.predict(X_test, verbose=0), axis=1) == y_test).mean())
-    replicas = worker.gather(
-        {"fingerprint": fingerprint(model.get_weights()), "node": worker.node_id()}, "final"
-    )
-    return {
-        "test_accuracy": accuracy,
-        "fingerprints": [r["fingerprint"] for r in replicas],
-        "nodes": [r["node"] for r in replicas],
-        "started_at_epoch": start,
-        "world_size": ctx.world_size,
-    }
+    return final_summary(model.get_weights(), accuracy, start)
 
 
 def main() -> None:
-    args = parse_args("TensorFlow MultiWorkerMirroredStrategy on sklearn digits", epochs=15)
-    started = time.monotonic()
-    result = raykube.train(
-        train_loop, framework="tensorflow", cluster=args.cluster, num_workers=args.workers,
-        gpus_per_worker=args.gpus, storage_path=args.storage, name=args.name,
-        config={"batch_size": 16, "epochs": args.epochs},
-    )
-    finish({
-        "framework": "tensorflow",
-        "workers": args.workers,
-        "test_accuracy": result.return_value["test_accuracy"],
-        "replicas_identical": len(set(result.return_value["fingerprints"])) == 1,
-        "epochs": result.metrics.get("epoch", -1) + 1,
-        "checkpoint": result.checkpoint,
-        "seconds": round(time.monotonic() - started, 1),
-    })
+    run_example("tensorflow", train_loop, "TensorFlow MultiWorkerMirroredStrategy on sklearn "
+                "digits", {"batch_size": 16})
 
 
 if __name__ == "__main__":

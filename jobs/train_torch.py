@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import raykube
 from raykube import worker
 
-from common import finish, parse_args
-from digits import NUM_CLASSES, NUM_FEATURES, fingerprint, load_digits_split
+from common import final_summary, run_example
+from digits import NUM_CLASSES, NUM_FEATURES, load_digits_split
 
 
 def build_model() -> Any:
@@ -64,18 +63,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         )
         if config.get("epoch_delay_s"):
             time.sleep(config["epoch_delay_s"])  # lets tests interrupt a run mid-way
-    replicas = worker.gather(
-        {"fingerprint": fingerprint([p.detach().numpy() for p in model.parameters()]),
-         "node": worker.node_id()},
-        "final",
-    )
-    return {
-        "test_accuracy": evaluate(model, X_test, y_test),
-        "fingerprints": [r["fingerprint"] for r in replicas],
-        "nodes": [r["node"] for r in replicas],
-        "started_at_epoch": start,
-        "world_size": worker.context().world_size,
-    }
+    weights = [p.detach().numpy() for p in model.parameters()]
+    return final_summary(weights, evaluate(model, X_test, y_test), start)
 
 
 def model_of(model: Any) -> Any:
@@ -93,22 +82,8 @@ def evaluate(model: Any, X_test: Any, y_test: Any) -> float:
 
 
 def main() -> None:
-    args = parse_args("PyTorch DDP on sklearn digits", epochs=15)
-    started = time.monotonic()
-    result = raykube.train(
-        train_loop, framework="torch", cluster=args.cluster, num_workers=args.workers,
-        gpus_per_worker=args.gpus, storage_path=args.storage, name=args.name,
-        config={"lr": 0.01, "batch_size": 32, "epochs": args.epochs},
-    )
-    finish({
-        "framework": "torch",
-        "workers": args.workers,
-        "test_accuracy": result.return_value["test_accuracy"],
-        "replicas_identical": len(set(result.return_value["fingerprints"])) == 1,
-        "epochs": result.metrics.get("epoch", -1) + 1,
-        "checkpoint": result.checkpoint,
-        "seconds": round(time.monotonic() - started, 1),
-    })
+    run_example("torch", train_loop, "PyTorch DDP on sklearn digits",
+                {"lr": 0.01, "batch_size": 32})
 
 
 if __name__ == "__main__":

@@ -68,31 +68,31 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else [
-        s.name for s in clusters.list_clusters(backend=args.backend) if s.state == "running"
+        s.name for s in clusters.list_clusters(backend=args.backend, namespace=args.namespace) if s.state != "dead"
     ]
     if not names:
         print("no running clusters; start one with `raykube up clusters/local.yaml`")
         return 0
     for name in names:
-        _print_status(clusters.get(name, backend=args.backend).status())
+        _print_status(clusters.get(name, backend=args.backend, namespace=args.namespace).status())
     return 0
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    cluster = clusters.get(args.name, backend=args.backend)
+    cluster = clusters.get(args.name, backend=args.backend, namespace=args.namespace)
     status = cluster.scale(args.group, args.replicas, timeout=args.timeout)
     print(f"group {args.group} of cluster {args.name}: {status.group(args.group).ready} workers")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    clusters.get_backend(args.backend).down(args.name, timeout=args.timeout)
+    clusters.get_backend(args.backend, namespace=args.namespace).down(args.name, timeout=args.timeout)
     print(f"cluster {args.name} is down")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    summaries = clusters.list_clusters(backend=args.backend)
+    summaries = clusters.list_clusters(backend=args.backend, namespace=args.namespace)
     if not summaries:
         print("no clusters; start one with `raykube up clusters/local.yaml`")
         return 0
@@ -117,7 +117,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    endpoints = clusters.get(args.name, backend=args.backend).endpoints
+    endpoints = clusters.get(args.name, backend=args.backend, namespace=args.namespace).endpoints
     variables = {"RAY_API_SERVER_ADDRESS": endpoints.dashboard_url}
     variables.update(client_env(endpoints.auth_token_path))
     for key, value in variables.items():
@@ -191,8 +191,15 @@ def cmd_job_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from raykube.render import render_all, to_yaml
+
+    print(to_yaml(render_all(load_spec(args.spec), pod_monitor=args.pod_monitor)), end="")
+    return 0
+
+
 def cmd_address(args: argparse.Namespace) -> int:
-    print(clusters.get(args.name, backend=args.backend).dashboard_url)
+    print(clusters.get(args.name, backend=args.backend, namespace=args.namespace).dashboard_url)
     return 0
 
 
@@ -209,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--backend", choices=clusters.BACKENDS, default="local",
             help="where the cluster runs (default: local)",
         )
+        p.add_argument("--kube", dest="backend", action="store_const", const="kuberay",
+                       help="same as --backend kuberay (Kubernetes, via KUBECONFIG)")
+        p.add_argument("--namespace", "-n", default=None,
+                       help="Kubernetes namespace (default: the spec's, else the context's)")
         p.set_defaults(handler=handler)
         return p
 
@@ -237,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("env", cmd_env, "print the exports that let Ray's own CLI reach a cluster")
     p.add_argument("name", help="cluster name")
+
+    p = sub.add_parser("manifest", help="print the KubeRay manifests of a spec (for kubectl "
+                       "apply / GitOps)", description="Print the KubeRay manifests of a spec.")
+    p.add_argument("spec", help="cluster spec file")
+    p.add_argument("--pod-monitor", action="store_true",
+                   help="also a Prometheus-operator PodMonitor for the Ray metrics")
+    p.set_defaults(handler=cmd_manifest)
 
     p = command("address", cmd_address, "print the dashboard (Jobs API) URL of a cluster")
     p.add_argument("name", help="cluster name")

@@ -22,8 +22,8 @@ from raykube.spec import ClusterSpec, load_spec
 BACKENDS = ("local", "kuberay")
 
 
-def get_backend(name: str = "local") -> Backend:
-    """The backend called ``name`` ('local' or 'kuberay').
+def get_backend(name: str = "local", *, namespace: str | None = None) -> Backend:
+    """The backend called ``name`` ('local' or 'kuberay'; ``namespace`` for Kubernetes).
 
     Raises:
         RaykubeError: an unknown backend name.
@@ -32,6 +32,10 @@ def get_backend(name: str = "local") -> Backend:
         from raykube.backends.local import LocalBackend
 
         return LocalBackend()
+    if name == "kuberay":
+        from raykube.backends.kuberay.backend import KubeRayBackend
+
+        return KubeRayBackend(namespace=namespace)
     raise RaykubeError(
         f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}"
     )
@@ -99,7 +103,11 @@ class Cluster:
 
 
 def up(
-    spec: ClusterSpec | str | Path, *, backend: str = "local", timeout: float = 180.0
+    spec: ClusterSpec | str | Path,
+    *,
+    backend: str = "local",
+    timeout: float = 180.0,
+    namespace: str | None = None,
 ) -> Cluster:
     """Start the cluster ``spec`` describes and return once every worker group is ready.
 
@@ -107,6 +115,7 @@ def up(
         spec: a :class:`ClusterSpec`, or the path of a spec file.
         backend: 'local' (this machine) or 'kuberay' (Kubernetes).
         timeout: seconds to wait for readiness.
+        namespace: Kubernetes namespace (default: the spec's).
 
     Returns:
         A :class:`Cluster` handle.
@@ -124,22 +133,24 @@ def up(
     """
     if not isinstance(spec, ClusterSpec):
         spec = load_spec(spec)
-    chosen = get_backend(backend)
+    chosen = get_backend(backend, namespace=namespace or spec.namespace)
     chosen.up(spec, timeout=timeout)
     return Cluster(spec.name, chosen)
 
 
-def get(name: str, *, backend: str = "local") -> Cluster:
+def get(name: str, *, backend: str = "local", namespace: str | None = None) -> Cluster:
     """A handle on running cluster ``name``.
 
     Raises:
         ClusterNotFound: nothing of that name runs.
     """
-    chosen = get_backend(backend)
+    chosen = get_backend(backend, namespace=namespace)
     chosen.endpoints(name)  # raises ClusterNotFound early
     return Cluster(name, chosen)
 
 
-def list_clusters(*, backend: str = "local") -> list[ClusterSummary]:
+def list_clusters(
+    *, backend: str = "local", namespace: str | None = None
+) -> list[ClusterSummary]:
     """The clusters ``backend`` knows: running, or left dead by a crash."""
-    return get_backend(backend).list()
+    return get_backend(backend, namespace=namespace).list()

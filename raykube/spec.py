@@ -128,13 +128,26 @@ class Toleration(_Model):
         return value
 
 
-class HeadGroupSpec(_Model):
+class _PodGroup(_Model):
+    """Fields every group of pods has, the head's and the workers'."""
+
+    cpu: Quantity = Field(1, description="CPU request and limit per pod (quantity).")
+    memory: Quantity = Field("2Gi", description="Memory request and limit per pod (quantity).")
+    image: str | None = Field(None, description="Image of these pods; default: the spec's.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    ray_start_params: RayStartParams = Field(
+        default_factory=dict, alias="rayStartParams", description="Flags for `ray start`."
+    )
+
+    _start_params = field_validator("ray_start_params", mode="before")(
+        classmethod(lambda cls, v: _coerce_start_params(v))
+    )
+    _quantities = field_validator("cpu", "memory")(classmethod(lambda cls, v: _check_quantity(v)))
+
+
+class HeadGroupSpec(_PodGroup):
     """The head pod: GCS, dashboard (Jobs API), Ray Client server and the autoscaler."""
 
-    cpu: Quantity = Field(1, description="CPU request and limit of the head pod (quantity).")
-    memory: Quantity = Field("2Gi", description="Memory request and limit (quantity).")
-    image: str | None = Field(None, description="Image for the head pod; default: the spec's.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     ray_start_params: RayStartParams = Field(
         default_factory=lambda: {"num-cpus": "0"},
         alias="rayStartParams",
@@ -144,11 +157,6 @@ class HeadGroupSpec(_Model):
     service_type: str = Field(
         "ClusterIP", alias="serviceType", description="Kubernetes Service type of the head."
     )
-
-    _start_params = field_validator("ray_start_params", mode="before")(
-        classmethod(lambda cls, v: _coerce_start_params(v))
-    )
-    _quantities = field_validator("cpu", "memory")(classmethod(lambda cls, v: _check_quantity(v)))
 
     @field_validator("ray_start_params")
     @classmethod
@@ -161,7 +169,7 @@ class HeadGroupSpec(_Model):
         return value
 
 
-class WorkerGroupSpec(_Model):
+class WorkerGroupSpec(_PodGroup):
     """A group of identical worker pods (raylets), scaled between minReplicas and maxReplicas."""
 
     group_name: str = Field(
@@ -176,8 +184,6 @@ class WorkerGroupSpec(_Model):
         None, ge=0, alias="maxReplicas",
         description="Most workers the autoscaler may run. Default: replicas (a fixed-size group).",
     )
-    cpu: Quantity = Field(1, description="CPU request and limit per worker (quantity).")
-    memory: Quantity = Field("2Gi", description="Memory request and limit per worker (quantity).")
     gpu: int = Field(0, ge=0, description="GPUs per worker (nvidia.com/gpu limit; Ray num-gpus).")
     accelerator_type: str | None = Field(
         None, alias="acceleratorType",
@@ -194,16 +200,6 @@ class WorkerGroupSpec(_Model):
     labels: dict[str, str] = Field(
         default_factory=dict, description="Ray node labels for this group's nodes."
     )
-    image: str | None = Field(None, description="Image for this group; default: the spec's.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
-    ray_start_params: RayStartParams = Field(
-        default_factory=dict, alias="rayStartParams", description="Flags for `ray start`."
-    )
-
-    _start_params = field_validator("ray_start_params", mode="before")(
-        classmethod(lambda cls, v: _coerce_start_params(v))
-    )
-    _quantities = field_validator("cpu", "memory")(classmethod(lambda cls, v: _check_quantity(v)))
 
     @field_validator("group_name")
     @classmethod

@@ -77,3 +77,54 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None
         [sys.executable, "-m", "raykube.cli", *args], capture_output=True, text=True,
         timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT, stdin=subprocess.DEVNULL,
     )
+
+
+SHARED_K8S = ROOT.parent / "shared" / "k8s"
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real Kubernetes control plane with the KubeRay operator (../shared/k8s), for the session.
+
+    Skips with a reason where the harness is absent. Yields the environment kube-up exported.
+    """
+    if not (SHARED_K8S / "kube-up").exists():
+        pytest.skip("../shared/k8s/kube-up is not present: no Kubernetes control plane here")
+    state = tmp_path_factory.mktemp("k8s-state")
+    env = {**os.environ, "RAYKUBE_K8S_STATE": str(state)}
+    started = subprocess.run([str(SHARED_K8S / "kube-up")], capture_output=True, text=True,
+                             env=env, timeout=300)
+    if started.returncode != 0:
+        pytest.fail(f"kube-up failed: {started.stderr[-3000:]}")
+    exported = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in started.stdout.split("\n") if line.startswith("export ")
+    )
+    exported = {k: v.strip("'\"") for k, v in exported.items()}
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = exported["KUBECONFIG"]
+    try:
+        yield exported
+    finally:
+        subprocess.run([str(SHARED_K8S / "kube-down")], env={**env, **exported},
+                       capture_output=True, timeout=300)
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+
+
+@pytest.fixture()
+def namespace(kube: dict[str, str], request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    import re
+
+    from kubernetes import client, config
+
+    config.load_kube_config()
+    core = client.CoreV1Api()
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + \
+        os.urandom(2).hex()
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)

@@ -10,27 +10,12 @@ import pytest
 import raykube
 from conftest import SPECS, run_cli
 from raykube.backends.local.processes import find_processes
+from raykube.backends.local.processes import processes_mentioning as ray_processes_under
 from raykube.backends.local.state import LocalRecord
 from raykube.spec import GROUP_LABEL, load_spec, parse_spec
 from raykube.waiting import wait_for
 
 pytestmark = pytest.mark.local
-
-
-def ray_processes_under(temp_dir: str) -> list[int]:
-    """Live (non-zombie) processes whose command line mentions ``temp_dir``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and temp_dir.encode() in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def test_session_cluster_nodes_carry_their_group(local_cluster: raykube.Cluster) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from raykube.errors import ReadyTimeout
@@ -19,21 +20,32 @@ from raykube.waiting import wait_for
 MARKER_ENV = "RAYKUBE_CLUSTER_MARKER"
 
 
-def find_processes(marker: str) -> list[int]:
-    """PIDs of live processes whose environment carries ``marker``."""
-    needle = f"{MARKER_ENV}={marker}".encode()
+def _live_processes_with(part: str, matches: Callable[[bytes], bool]) -> list[int]:
+    """PIDs of live (non-zombie) processes, other than this one, whose ``/proc/<pid>/<part>``
+    satisfies ``matches``."""
     pids: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
+            content = (entry / part).read_bytes()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if state != "Z" and needle in environ.split(b"\0"):
+        if state != "Z" and matches(content):
             pids.append(int(entry.name))
     return pids
+
+
+def find_processes(marker: str) -> list[int]:
+    """PIDs of live processes whose environment carries ``marker``."""
+    needle = f"{MARKER_ENV}={marker}".encode()
+    return _live_processes_with("environ", lambda env: needle in env.split(b"\0"))
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs of live processes whose command line contains ``text`` (a path, say)."""
+    return _live_processes_with("cmdline", lambda cmdline: text.encode() in cmdline)
 
 
 def _alive(pid: int) -> bool:

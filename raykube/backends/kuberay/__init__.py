@@ -1,0 +1,1 @@
+"""The KubeRay backend (Kubernetes)."""

@@ -1,0 +1,202 @@
+"""Cluster spec -> Kubernetes manifests for KubeRay (pure functions, no API calls).
+
+The same spec the local backend runs becomes a ``ray.io/v1`` RayCluster: the head group and one
+worker group per spec group, with CPU/memory requests and limits, ``nvidia.com/gpu`` limits,
+the GPU taint's toleration and node selectors for GPU groups, Ray node labels and resources
+that mark each group (``raykube.io/group`` and ``group:<name>``, as locally), autoscaling
+options, and the checkpoint storage as a ReadWriteMany PVC mounted at the same path in every
+pod. Supporting objects: that PVC and a PodMonitor for Prometheus. ``raykube manifest SPEC``
+prints them for ``kubectl apply``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from raykube.spec import (
+    GPU_RESOURCE,
+    GROUP_LABEL,
+    GROUP_RESOURCE_AMOUNT,
+    SPEC_ENV,
+    ClusterSpec,
+    HeadGroupSpec,
+    WorkerGroupSpec,
+    group_resource,
+)
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "raykube"}
+STORAGE_VOLUME = "raykube-storage"
+
+HEAD_PORTS = [
+    ("gcs-server", 6379),
+    ("dashboard", 8265),
+    ("client", 10001),
+    ("serve", 8000),
+    ("metrics", 8080),
+]
+"""The head container's ports, by KubeRay's names (its defaults for the head service)."""
+
+
+def claim_name(spec: ClusterSpec) -> str | None:
+    """The PVC holding checkpoints, or None when the spec has no storage."""
+    if spec.storage is None:
+        return None
+    return spec.storage.claim_name or f"{spec.name}-storage"
+
+
+def _resources(cpu: Any, memory: Any, gpu: int = 0) -> dict[str, dict[str, str]]:
+    amounts = {"cpu": str(cpu), "memory": str(memory)}
+    limits = dict(amounts)
+    if gpu:
+        limits[GPU_RESOURCE] = str(gpu)
+    return {"requests": amounts, "limits": limits}
+
+
+def _env(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in sorted(values.items())]
+
+
+def _storage_mounts(spec: ClusterSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    claim = claim_name(spec)
+    if claim is None or spec.storage is None:
+        return [], []
+    return (
+        [{"name": STORAGE_VOLUME, "mountPath": spec.storage.path}],
+        [{"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": claim}}],
+    )
+
+
+def _pod(spec: ClusterSpec, container: dict[str, Any]) -> dict[str, Any]:
+    """A pod spec running ``container``, with the checkpoint storage mounted when there is one."""
+    mounts, volumes = _storage_mounts(spec)
+    if mounts:
+        container["volumeMounts"] = mounts
+    pod: dict[str, Any] = {"containers": [container]}
+    if volumes:
+        pod["volumes"] = volumes
+    return pod
+
+
+def _head_group(spec: ClusterSpec, head: HeadGroupSpec) -> dict[str, Any]:
+    params = {"dashboard-host": "0.0.0.0", **head.ray_start_params}
+    pod = _pod(spec, {
+        "name": "ray-head",
+        "image": head.image or spec.resolved_image,
+        "resources": _resources(head.cpu, head.memory),
+        "ports": [{"name": name, "containerPort": port} for name, port in HEAD_PORTS],
+        "env": _env({**head.env, SPEC_ENV: spec.to_yaml()}),
+    })
+    return {
+        "serviceType": head.service_type,
+        "rayStartParams": params,
+        "template": {"metadata": {"labels": dict(MANAGED_BY)}, "spec": pod},
+    }
+
+
+def _tolerations(group: WorkerGroupSpec) -> list[dict[str, Any]]:
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in group.tolerations]
+    if group.gpu and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        # GPU node pools (GKE, EKS, ...) taint their nodes so only GPU work lands there.
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def _worker_group(spec: ClusterSpec, group: WorkerGroupSpec) -> dict[str, Any]:
+    resources: dict[str, float] = {group_resource(group.group_name): GROUP_RESOURCE_AMOUNT}
+    if group.accelerator_type:
+        resources[f"accelerator_type:{group.accelerator_type}"] = 1
+    params = dict(group.ray_start_params)
+    if "resources" in params:
+        resources.update(json.loads(params["resources"]))
+    params["resources"] = json.dumps(resources, sort_keys=True)
+    pod = _pod(spec, {
+        "name": "ray-worker",
+        "image": group.image or spec.resolved_image,
+        "resources": _resources(group.cpu, group.memory, group.gpu),
+        "env": _env({**group.env, SPEC_ENV: spec.to_yaml()}),
+    })
+    tolerations = _tolerations(group)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if group.node_selector:
+        pod["nodeSelector"] = dict(group.node_selector)
+    return {
+        "groupName": group.group_name,
+        "replicas": group.replicas,
+        "minReplicas": group.min_replicas,
+        "maxReplicas": group.max_replicas,
+        "rayStartParams": params,
+        "labels": {**group.labels, GROUP_LABEL: group.group_name},
+        "template": {"metadata": {"labels": dict(MANAGED_BY)}, "spec": pod},
+    }
+
+
+def render_raycluster(spec: ClusterSpec) -> dict[str, Any]:
+    """The RayCluster for ``spec``."""
+    body: dict[str, Any] = {
+        "rayVersion": spec.ray_version,
+        "enableInTreeAutoscaling": spec.enable_in_tree_autoscaling,
+        "headGroupSpec": _head_group(spec, spec.head_group_spec),
+        "workerGroupSpecs": [_worker_group(spec, g) for g in spec.worker_group_specs],
+    }
+    if spec.enable_in_tree_autoscaling:
+        options = spec.autoscaler_options
+        body["autoscalerOptions"] = {
+            "idleTimeoutSeconds": options.idle_timeout_seconds,
+            "upscalingMode": options.upscaling_mode.value,
+        }
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": dict(MANAGED_BY)},
+        "spec": body,
+    }
+
+
+def render_storage_claim(spec: ClusterSpec) -> dict[str, Any] | None:
+    """The ReadWriteMany PVC for checkpoints (every pod mounts it), or None without storage."""
+    claim = claim_name(spec)
+    if claim is None or spec.storage is None or spec.storage.claim_name:
+        return None  # none asked for, or the user's own existing claim
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": str(spec.storage.size)}},
+    }
+    if spec.storage.storage_class_name:
+        claim_spec["storageClassName"] = spec.storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": spec.namespace, "labels": dict(MANAGED_BY)},
+        "spec": claim_spec,
+    }
+
+
+def render_pod_monitor(spec: ClusterSpec) -> dict[str, Any]:
+    """A Prometheus-operator PodMonitor scraping every Ray node's metrics port (8080)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": f"{spec.name}-ray", "namespace": spec.namespace,
+                     "labels": dict(MANAGED_BY)},
+        "spec": {
+            "selector": {"matchLabels": {"ray.io/cluster": spec.name}},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics"}],
+        },
+    }
+
+
+def render_all(spec: ClusterSpec, *, pod_monitor: bool = False) -> list[dict[str, Any]]:
+    """Every object ``raykube up --backend kuberay`` creates for ``spec``, in creation order."""
+    objects = [o for o in (render_storage_claim(spec), render_raycluster(spec)) if o]
+    if pod_monitor:
+        objects.append(render_pod_monitor(spec))
+    return objects
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    """Objects as a multi-document YAML stream for ``kubectl apply -f -``."""
+    return yaml.safe_dump_all(objects, sort_keys=False)

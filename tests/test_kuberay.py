@@ -1,0 +1,194 @@
+"""The KubeRay backend against a real control plane (kube-apiserver, etcd, scheduler,
+controller-manager, KubeRay operator v1.5.0) on simulated kwok nodes from ../shared/k8s.
+
+What is real here: the API server's validation, RBAC and conflicts; the operator creating
+pods and filling status conditions; the scheduler binding pods by GPUs, taints and selectors.
+What is simulated: the nodes (no container runs), so "ready" here means pods Running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import raykube
+from conftest import SPECS, run_cli
+from raykube.backends.kuberay.backend import KubeRayBackend
+from raykube.errors import BackendError, ClusterNotFound, ReadyTimeout, ScaleError, SpecError
+from raykube.spec import load_spec
+
+pytestmark = pytest.mark.k8s
+
+
+def spec_in(namespace: str, **changes: Any) -> raykube.ClusterSpec:
+    spec = load_spec(SPECS / "kube.yaml")
+    spec.namespace = namespace
+    for key, value in changes.items():
+        setattr(spec, key, value)
+    return spec
+
+
+def provide_volume(namespace: str, claim: str) -> None:
+    """A PersistentVolume pre-bound to ``claim``: what a storage provisioner would supply."""
+    from kubernetes import client
+
+    client.CoreV1Api().create_persistent_volume({
+        "metadata": {"name": f"pv-{namespace}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+            "storageClassName": "", "hostPath": {"path": f"/tmp/pv-{namespace}"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    })
+
+
+def pods(namespace: str) -> list[Any]:
+    from kubernetes import client
+
+    return list(client.CoreV1Api().list_namespaced_pod(namespace).items)
+
+
+def test_up_status_scale_down_with_gpu_group(namespace: str) -> None:
+    provide_volume(namespace, "rk-kube-storage")
+    cluster = raykube.up(spec_in(namespace), backend="kuberay", timeout=120)
+    status = cluster.status()
+    assert status.is_ready and status.head_ready
+    assert (status.group("cpu").ready, status.group("gpu").ready) == (1, 1)
+
+    by_group = {p.metadata.labels.get("ray.io/group"): p for p in pods(namespace)}
+    gpu_pod = by_group["gpu"]
+    limits = gpu_pod.spec.containers[0].resources.limits
+    assert limits["nvidia.com/gpu"] == "4"
+    assert any(t.key == "nvidia.com/gpu" and t.effect == "NoSchedule"
+               for t in gpu_pod.spec.tolerations)
+    assert gpu_pod.spec.node_name.startswith("gpu-node-"), "GPU pods land on GPU nodes"
+    assert by_group["cpu"].spec.node_name.startswith("cpu-node-"), "CPU pods stay off them"
+    mounts = {m.mount_path for m in gpu_pod.spec.containers[0].volume_mounts}
+    assert "/mnt/checkpoints" in mounts
+
+    from kubernetes import client
+
+    raw = client.CustomObjectsApi().get_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters", "rk-kube")
+    conditions = {c["type"]: c["status"] for c in raw["status"]["conditions"]}
+    assert conditions["HeadPodReady"] == "True"
+    assert conditions["RayClusterProvisioned"] == "True"
+
+    status = cluster.scale("gpu", 3)
+    gpu_pods = [p for p in pods(namespace) if p.metadata.labels.get("ray.io/group") == "gpu"
+                and p.status.phase == "Running"]
+    assert len(gpu_pods) == 3 and all(p.spec.node_name.startswith("gpu-node-") for p in gpu_pods)
+    status = cluster.scale("gpu", 1)
+    assert status.group("gpu").ready == 1
+    with pytest.raises(ScaleError, match="maxReplicas 3"):
+        cluster.scale("gpu", 4)
+
+    cluster.down()
+    assert [p for p in pods(namespace) if p.metadata.deletion_timestamp is None] == []
+    with pytest.raises(ClusterNotFound):
+        KubeRayBackend(namespace=namespace).status("rk-kube")
+
+
+def test_second_up_patches_the_cluster(namespace: str) -> None:
+    provide_volume(namespace, "rk-kube-storage")
+    spec = spec_in(namespace)
+    raykube.up(spec, backend="kuberay", timeout=120)
+    spec.worker_group("cpu").replicas = 2
+    cluster = raykube.up(spec, backend="kuberay", timeout=120)
+    assert cluster.status().group("cpu").ready == 2
+    cluster.down()
+
+
+def test_gpu_shortage_is_explained(namespace: str) -> None:
+    """16 GPUs exist: a third 8-GPU pod stays Pending, and the timeout says why."""
+    provide_volume(namespace, "rk-kube-storage")
+    spec = spec_in(namespace)
+    gpu = spec.worker_group("gpu")
+    gpu.gpu, gpu.cpu, gpu.replicas = 8, 4, 3
+    with pytest.raises(ReadyTimeout, match="Insufficient nvidia.com/gpu"):
+        raykube.up(spec, backend="kuberay", timeout=20)
+    KubeRayBackend(namespace=namespace).down("rk-kube")
+
+
+def test_missing_storage_is_explained(namespace: str) -> None:
+    with pytest.raises(ReadyTimeout, match="unbound immediate PersistentVolumeClaims"):
+        raykube.up(spec_in(namespace), backend="kuberay", timeout=10)
+    KubeRayBackend(namespace=namespace).down("rk-kube")
+
+
+def test_server_side_validation_error_names_the_field(namespace: str) -> None:
+    from raykube.render import render_raycluster
+
+    manifest = render_raycluster(spec_in(namespace, storage=None))
+    manifest["spec"]["workerGroupSpecs"][0]["replicas"] = -5
+    backend = KubeRayBackend(namespace=namespace)
+    with pytest.raises(SpecError, match=r"422") as caught:
+        backend._apply(manifest, f"RayCluster {namespace}/rk-kube")
+    assert "workerGroupSpecs[0].replicas" in caught.value.message
+
+
+def kubeconfig_variant(kube: dict[str, str], tmp_path: Path, *, token: str | None = None,
+                       server: str | None = None) -> str:
+    config = yaml.safe_load(Path(kube["KUBECONFIG"]).read_text())
+    if token is not None:
+        for user in config["users"]:
+            user["user"] = {"token": token}
+    if server is not None:
+        for cluster in config["clusters"]:
+            cluster["cluster"]["server"] = server
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_bad_credentials_rbac_and_unreachable(kube: dict[str, str], namespace: str,
+                                              tmp_path: Path) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_in(namespace, storage=None).to_yaml())
+
+    bad = kubeconfig_variant(kube, tmp_path, token="not-a-token")
+    result = run_cli("up", "--kube", str(spec_file), env={"KUBECONFIG": bad})
+    assert result.returncode == 8 and "rejected the credentials (401)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    kubectl = str(Path(kube["RAYKUBE_K8S_BIN"]) / "kubectl")
+    subprocess.run([kubectl, "-n", namespace, "create", "serviceaccount", "nobody"],
+                   check=True, capture_output=True, env={**os.environ, **kube})
+    token = subprocess.run([kubectl, "-n", namespace, "create", "token", "nobody"], check=True,
+                           capture_output=True, text=True, env={**os.environ, **kube}).stdout
+    denied = kubeconfig_variant(kube, tmp_path, token=token.strip())
+    result = run_cli("up", "--kube", str(spec_file), env={"KUBECONFIG": denied})
+    assert result.returncode == 8 and "forbidden by RBAC (403)" in result.stderr
+
+    closed = kubeconfig_variant(kube, tmp_path, server="https://127.0.0.1:9")
+    result = run_cli("status", "--kube", "-n", namespace, "rk-kube", env={"KUBECONFIG": closed})
+    assert result.returncode == 8 and "unreachable" in result.stderr
+
+    result = run_cli("status", "--kube", "-n", namespace, "ghost")
+    assert result.returncode == 3 and "does not exist" in result.stderr
+
+
+def test_conflict_on_stale_resource_version(namespace: str) -> None:
+    from kubernetes import client
+
+    from raykube.backends.kuberay.kube import translate
+    from raykube.render import render_raycluster
+
+    custom = client.CustomObjectsApi()
+    body = render_raycluster(spec_in(namespace, storage=None))
+    created = custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters",
+                                                     body)
+    stale = dict(created)
+    custom.patch_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", "rk-kube",
+                                          {"metadata": {"labels": {"touched": "yes"}}})
+    with pytest.raises(Exception) as caught:
+        custom.replace_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters",
+                                                "rk-kube", stale)
+    error = translate(caught.value, f"RayCluster {namespace}/rk-kube")
+    assert isinstance(error, BackendError) and error.retryable and "conflict (409)" in error.message
+    KubeRayBackend(namespace=namespace).down("rk-kube")

@@ -1,0 +1,124 @@
+"""Spec -> KubeRay manifests: valid against KubeRay's CRD schemas, right field by field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import ROOT
+from raykube.render import render_all, render_pod_monitor, render_raycluster, to_yaml
+from raykube.spec import load_spec, parse_spec
+
+pytestmark = pytest.mark.unit
+
+CRDS = ROOT.parent / "shared" / "k8s" / "crds"
+
+
+def crd_schema(path: Path) -> dict[str, Any]:
+    crd = yaml.safe_load(path.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return version["schema"]["openAPIV3Schema"]
+
+
+needs_crds = pytest.mark.skipif(not CRDS.is_dir(), reason="../shared/k8s/crds is not present")
+
+
+@needs_crds
+@pytest.mark.parametrize("path", sorted((ROOT / "clusters").glob("*.yaml")), ids=lambda p: p.name)
+def test_rendered_raycluster_is_valid_against_the_crd(path: Path) -> None:
+    manifest = render_raycluster(load_spec(path))
+    jsonschema.validate(manifest, crd_schema(CRDS / "ray.io_rayclusters.yaml"))
+
+
+@needs_crds
+def test_pod_monitor_is_valid_against_its_crd() -> None:
+    monitor = render_pod_monitor(load_spec(ROOT / "clusters" / "gpu.yaml"))
+    jsonschema.validate(monitor, crd_schema(CRDS / "monitoring" /
+                                            "monitoring.coreos.com_podmonitors.yaml"))
+
+
+@needs_crds
+def test_schema_catches_a_broken_manifest() -> None:
+    manifest = render_raycluster(load_spec(ROOT / "clusters" / "gpu.yaml"))
+    manifest["spec"]["workerGroupSpecs"][0]["replicas"] = "two"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(manifest, crd_schema(CRDS / "ray.io_rayclusters.yaml"))
+
+
+def test_gpu_group_fields() -> None:
+    manifest = render_raycluster(load_spec(ROOT / "clusters" / "gpu.yaml"))
+    groups = {g["groupName"]: g for g in manifest["spec"]["workerGroupSpecs"]}
+    gpu = groups["gpu-a100"]
+    pod = gpu["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert (gpu["replicas"], gpu["minReplicas"], gpu["maxReplicas"]) == (1, 0, 2)
+    assert json.loads(gpu["rayStartParams"]["resources"]) == {
+        "accelerator_type:A100": 1, "group:gpu-a100": 1000}
+    assert gpu["labels"] == {"raykube.io/group": "gpu-a100"}
+    cpu_pod = groups["cpu"]["template"]["spec"]
+    assert "tolerations" not in cpu_pod and "nodeSelector" not in cpu_pod
+    assert "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+
+
+def test_autoscaling_and_head() -> None:
+    manifest = render_raycluster(load_spec(ROOT / "clusters" / "local.yaml"))
+    spec = manifest["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    assert spec["autoscalerOptions"] == {"idleTimeoutSeconds": 30, "upscalingMode": "Default"}
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"] == {"dashboard-host": "0.0.0.0", "num-cpus": "0"}
+    container = head["template"]["spec"]["containers"][0]
+    assert container["image"] == "rayproject/ray:2.60.0"
+    assert {"name": "dashboard", "containerPort": 8265} in container["ports"]
+    fixed = render_raycluster(parse_spec({"name": "f", "workerGroupSpecs": [{"groupName": "g"}]}))
+    assert "autoscalerOptions" not in fixed["spec"]
+    assert fixed["spec"]["enableInTreeAutoscaling"] is False
+
+
+def test_storage_claim_is_mounted_everywhere() -> None:
+    spec = load_spec(ROOT / "clusters" / "gpu.yaml")
+    objects = render_all(spec)
+    assert [o["kind"] for o in objects] == ["PersistentVolumeClaim", "RayCluster"]
+    claim = objects[0]
+    assert claim["metadata"]["name"] == "gpu-storage"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    cluster = objects[1]["spec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [
+        g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        assert pod["volumes"] == [{"name": "raykube-storage",
+                                   "persistentVolumeClaim": {"claimName": "gpu-storage"}}]
+        assert pod["containers"][0]["volumeMounts"] == [
+            {"name": "raykube-storage", "mountPath": "/tmp/raykube-storage/gpu"}]
+
+
+def test_existing_claim_is_used_not_created() -> None:
+    spec = parse_spec({"name": "c", "storage": {"path": "/mnt/ckpt", "claimName": "shared"}})
+    objects = render_all(spec)
+    assert [o["kind"] for o in objects] == ["RayCluster"]
+    volumes = objects[0]["spec"]["headGroupSpec"]["template"]["spec"]["volumes"]
+    assert volumes[0]["persistentVolumeClaim"]["claimName"] == "shared"
+
+
+def test_spec_travels_to_the_pods_for_jobs() -> None:
+    spec = load_spec(ROOT / "clusters" / "gpu.yaml")
+    env = render_raycluster(spec)["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+        "env"]
+    shipped = next(e["value"] for e in env if e["name"] == "RAYKUBE_SPEC")
+    assert parse_spec(yaml.safe_load(shipped)) == spec
+
+
+def test_yaml_stream_round_trips() -> None:
+    objects = render_all(load_spec(ROOT / "clusters" / "gpu.yaml"), pod_monitor=True)
+    assert list(yaml.safe_load_all(to_yaml(objects))) == objects
