@@ -96,11 +96,13 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
                              env=env, timeout=300)
     if started.returncode != 0:
         pytest.fail(f"kube-up failed: {started.stderr[-3000:]}")
+    import shlex
+
     exported = dict(
-        line.removeprefix("export ").split("=", 1)
-        for line in started.stdout.split("\n") if line.startswith("export ")
+        word.split("=", 1)
+        for line in started.stdout.splitlines() if line.startswith("export ")
+        for word in shlex.split(line.removeprefix("export ")) if "=" in word
     )
-    exported = {k: v.strip("'\"") for k, v in exported.items()}
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = exported["KUBECONFIG"]
     try:

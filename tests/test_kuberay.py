@@ -125,11 +125,13 @@ def test_server_side_validation_error_names_the_field(namespace: str) -> None:
     from raykube.render import render_raycluster
 
     manifest = render_raycluster(spec_in(namespace, storage=None))
-    manifest["spec"]["workerGroupSpecs"][0]["replicas"] = -5
+    manifest["spec"]["enableInTreeAutoscaling"] = True
+    manifest["spec"]["autoscalerOptions"] = {"upscalingMode": "Fast"}  # not in the CRD's enum
     backend = KubeRayBackend(namespace=namespace)
     with pytest.raises(SpecError, match=r"422") as caught:
         backend._apply(manifest, f"RayCluster {namespace}/rk-kube")
-    assert "workerGroupSpecs[0].replicas" in caught.value.message
+    assert "spec.autoscalerOptions.upscalingMode" in caught.value.message
+    assert "Fast" in caught.value.message
 
 
 def kubeconfig_variant(kube: dict[str, str], tmp_path: Path, *, token: str | None = None,
