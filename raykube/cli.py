@@ -191,6 +191,47 @@ def cmd_job_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_function(target: str) -> Callable[..., object]:
+    """``path/to/file.py:function`` -> the function (its folder goes on sys.path first)."""
+    import importlib.util
+    from pathlib import Path
+
+    path_text, _, function = target.rpartition(":")
+    path = Path(path_text)
+    if not path_text or not function or not path.is_file():
+        raise RaykubeError(f"{target!r} is not FILE.py:FUNCTION of an existing file",
+                           "e.g. raykube train jobs/train_torch.py:train_loop")
+    sys.path.insert(0, str(path.parent.resolve()))
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[path.stem] = module
+    module_spec.loader.exec_module(module)
+    loop = getattr(module, function, None)
+    if not callable(loop):
+        raise RaykubeError(f"{path} has no function {function!r}",
+                           "name the per-worker training function after the colon")
+    return loop  # type: ignore[no-any-return]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raykube.training.api import train
+
+    workers: int | tuple[int, int] = args.workers
+    if args.max_workers:
+        workers = (args.workers, args.max_workers)
+    result = train(
+        _load_function(args.target), framework=args.framework, cluster=args.cluster,
+        num_workers=workers, cpus_per_worker=args.cpus, gpus_per_worker=args.gpus,
+        worker_group=args.worker_group, storage_path=args.storage, name=args.name,
+        config=json.loads(args.config) if args.config else None,
+        max_failures=args.max_failures,
+    )
+    print(json.dumps({"metrics": result.metrics, "checkpoint": result.checkpoint,
+                      "path": result.path}, default=str, sort_keys=True))
+    return 0
+
+
 def cmd_manifest(args: argparse.Namespace) -> int:
     from raykube.render import render_all, to_yaml
 
@@ -248,6 +289,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("env", cmd_env, "print the exports that let Ray's own CLI reach a cluster")
     p.add_argument("name", help="cluster name")
+
+    p = sub.add_parser("train", help="run a per-worker training function with Ray Train",
+                       description="Run FILE.py:FUNCTION on a cluster's workers (raykube.train).")
+    p.add_argument("target", help="FILE.py:FUNCTION, the per-worker loop")
+    p.add_argument("--framework", default="torch", help="torch, tensorflow or mxnet")
+    p.add_argument("--cluster", default=None, help="cluster name or host:port")
+    p.add_argument("--workers", type=int, default=2, help="workers (the minimum when elastic)")
+    p.add_argument("--max-workers", type=int, default=None, help="elastic: grow up to this")
+    p.add_argument("--cpus", type=float, default=1, help="CPUs per worker")
+    p.add_argument("--gpus", type=float, default=0, help="GPUs per worker")
+    p.add_argument("--worker-group", default=None, help="place workers on this group")
+    p.add_argument("--storage", default=None, help="checkpoint folder (default: the spec's)")
+    p.add_argument("--name", default=None, help="run name; the same name resumes")
+    p.add_argument("--config", default=None, help="JSON passed to the function")
+    p.add_argument("--max-failures", type=int, default=None, help="restarts after failures")
+    p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("manifest", help="print the KubeRay manifests of a spec (for kubectl "
                        "apply / GitOps)", description="Print the KubeRay manifests of a spec.")

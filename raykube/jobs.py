@@ -20,7 +20,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from raykube.cluster import Cluster
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Ray's job states; the last three are terminal."""
 
     PENDING = "PENDING"

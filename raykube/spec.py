@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -246,7 +246,7 @@ class WorkerGroupSpec(_PodGroup):
         return byte_count(self.memory)
 
 
-class UpscalingMode(str, Enum):
+class UpscalingMode(StrEnum):
     """How fast the autoscaler adds workers (KubeRay's autoscalerOptions.upscalingMode)."""
 
     CONSERVATIVE = "Conservative"

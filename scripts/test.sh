@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-mxnet.sh
+echo "[test] lint: ruff"; .venv/bin/ruff check raykube jobs tests
 exec .venv/bin/python -m pytest "$@"

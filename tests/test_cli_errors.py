@@ -59,3 +59,11 @@ def test_spec_command_validates_and_explains() -> None:
 def test_debug_shows_traceback() -> None:
     result = run_cli("down", "ghost", env={"RAYKUBE_DEBUG": "1"})
     assert result.returncode == 3 and "Traceback" in result.stderr
+
+
+def test_train_target_must_exist() -> None:
+    assert_clean_error(run_cli("train", "jobs/nope.py:loop"), 1, "FILE.py:FUNCTION")
+    assert_clean_error(run_cli("train", "jobs/train_torch.py:missing"), 1,
+                       "has no function 'missing'")
+    assert_clean_error(run_cli("train", "jobs/train_torch.py:train_loop", "--framework", "jax"),
+                       1, "unknown framework 'jax'")
