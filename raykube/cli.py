@@ -233,8 +233,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
+    from raykube.job_spec import is_job_spec, load_job_spec, render_rayjob
     from raykube.render import render_all, to_yaml
 
+    if is_job_spec(args.spec):
+        job, cluster = load_job_spec(args.spec)
+        print(to_yaml([render_rayjob(job, cluster)]), end="")
+        return 0
     print(to_yaml(render_all(load_spec(args.spec), pod_monitor=args.pod_monitor)), end="")
     return 0
 
@@ -308,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("manifest", help="print the KubeRay manifests of a spec (for kubectl "
                        "apply / GitOps)", description="Print the KubeRay manifests of a spec.")
-    p.add_argument("spec", help="cluster spec file")
+    p.add_argument("spec", help="cluster spec file, or a job spec file (kind: RayJob)")
     p.add_argument("--pod-monitor", action="store_true",
                    help="also a Prometheus-operator PodMonitor for the Ray metrics")
     p.set_defaults(handler=cmd_manifest)

@@ -422,20 +422,26 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> ClusterSpec:
     try:
         return ClusterSpec.model_validate(data)
     except ValidationError as exc:
-        problems: list[tuple[str, str]] = []
-        for error in exc.errors():
-            path = _field_path(error["loc"])
-            group = _group_name_at(data, error["loc"])
-            where = f"{path} (group {group!r})" if group else path
-            problems.append((where, _describe(error, data)))
-        lines = "\n".join(f"  {path}: {message}" for path, message in problems)
-        raise SpecError(
-            f"{source}: invalid cluster spec ({len(problems)} problem"
-            f"{'s' if len(problems) != 1 else ''}):\n{lines}",
-            "fix the fields named above; `raykube spec --explain` lists every field",
-            file=source,
-            problems=problems,
-        ) from None
+        raise format_problems(exc, data, source) from None
+
+
+def format_problems(exc: ValidationError, data: Any, source: str) -> SpecError:
+    """One :class:`SpecError` listing every problem of ``exc`` with its field path and fix."""
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        path = _field_path(error["loc"])
+        group = _group_name_at(data, error["loc"])
+        where = f"{path} (group {group!r})" if group else path
+        problems.append((where, _describe(error, data)))
+    lines = "\n".join(f"  {path}: {message}" for path, message in problems)
+    kind = "job spec" if isinstance(data, dict) and data.get("kind") == "RayJob" else "cluster spec"
+    return SpecError(
+        f"{source}: invalid {kind} ({len(problems)} problem"
+        f"{'s' if len(problems) != 1 else ''}):\n{lines}",
+        "fix the fields named above; `raykube spec --explain` lists every field",
+        file=source,
+        problems=problems,
+    )
 
 
 def load_spec(path: str | Path) -> ClusterSpec:

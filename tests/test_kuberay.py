@@ -194,3 +194,30 @@ def test_conflict_on_stale_resource_version(namespace: str) -> None:
     error = translate(caught.value, f"RayCluster {namespace}/rk-kube")
     assert isinstance(error, BackendError) and error.retryable and "conflict (409)" in error.message
     KubeRayBackend(namespace=namespace).down("rk-kube")
+
+
+def test_rayjob_gets_its_ephemeral_cluster(namespace: str) -> None:
+    from kubernetes import client
+
+    from raykube.job_spec import RayJobSpec, render_rayjob
+    from raykube.waiting import wait_for
+
+    job = RayJobSpec(name="digits", namespace=namespace, entrypoint="python -c 'print(1)'",
+                     cluster="unused.yaml")
+    manifest = render_rayjob(job, spec_in(namespace, storage=None))
+    custom = client.CustomObjectsApi()
+    custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", manifest)
+
+    def cluster_of_job() -> str | None:
+        raw = custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", "digits")
+        return raw.get("status", {}).get("rayClusterName") or None
+
+    name = wait_for(cluster_of_job, timeout=60, what="the RayJob's RayCluster")
+    wait_for(lambda: len([p for p in pods(namespace) if p.status.phase == "Running"]) >= 3,
+             timeout=60, what="the ephemeral cluster's head and workers")
+    raw = custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", name)
+    assert raw["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
+    groups = {g["groupName"]: g for g in raw["spec"]["workerGroupSpecs"]}
+    assert groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"][
+        "nvidia.com/gpu"] == "4"
+    custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", "digits")

@@ -1,0 +1,161 @@
+"""The job spec: a Ray job described once, rendered as a KubeRay ``ray.io/v1`` RayJob.
+
+Field names are KubeRay's (``entrypoint``, ``submissionMode``, ``shutdownAfterJobFinishes``,
+``ttlSecondsAfterFinished``, ``activeDeadlineSeconds``, ``backoffLimit``, ``clusterSelector``);
+the job runs either on an ephemeral cluster built from a cluster spec file (``cluster:``) or on
+an existing RayCluster (``clusterSelector:``), never both.
+
+Example (``jobs/train-digits.rayjob.yaml``)::
+
+    kind: RayJob
+    name: train-digits
+    entrypoint: python train_torch.py --epochs 5
+    runtimeEnv: {working_dir: "s3://bucket/jobs.zip"}
+    cluster: ../clusters/gpu.yaml
+    shutdownAfterJobFinishes: true
+    ttlSecondsAfterFinished: 300
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from raykube.errors import SpecError
+from raykube.render import MANAGED_BY, render_raycluster
+from raykube.spec import ClusterSpec, _check_dns_label, _Model, format_problems, load_spec
+
+
+class SubmissionMode(StrEnum):
+    """How KubeRay submits the entrypoint (RayJob ``submissionMode``)."""
+
+    K8S_JOB = "K8sJobMode"
+    HTTP = "HTTPMode"
+    INTERACTIVE = "InteractiveMode"
+    SIDECAR = "SidecarMode"
+
+
+class RayJobSpec(_Model):
+    """A Ray job for KubeRay, on an ephemeral cluster or an existing one."""
+
+    kind: Literal["RayJob"] = Field("RayJob", description="Always RayJob.")
+    name: str = Field(..., description="The RayJob's metadata.name.")
+    namespace: str = Field("default", description="Kubernetes namespace.")
+    entrypoint: str = Field(..., min_length=1, description="The command the job runs.")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, alias="runtimeEnv",
+        description="Ray runtime env (working_dir as a remote URI, pip, env_vars, ...).",
+    )
+    submission_mode: SubmissionMode = Field(
+        SubmissionMode.K8S_JOB, alias="submissionMode",
+        description="K8sJobMode (a submitter Job), HTTPMode, InteractiveMode or SidecarMode.",
+    )
+    cluster: str | None = Field(
+        None, description="Cluster spec file (relative to this file) for an ephemeral cluster.",
+    )
+    cluster_selector: dict[str, str] | None = Field(
+        None, alias="clusterSelector",
+        description="Labels of an existing RayCluster, e.g. {ray.io/cluster: gpu}.",
+    )
+    shutdown_after_job_finishes: bool = Field(
+        True, alias="shutdownAfterJobFinishes",
+        description="Delete the ephemeral cluster when the job ends.",
+    )
+    ttl_seconds_after_finished: int = Field(
+        0, ge=0, alias="ttlSecondsAfterFinished",
+        description="Seconds to keep the cluster after the job ends (with shutdown).",
+    )
+    active_deadline_seconds: int | None = Field(
+        None, gt=0, alias="activeDeadlineSeconds", description="Fail the job after this long.",
+    )
+    backoff_limit: int = Field(0, ge=0, alias="backoffLimit", description="Retries of the job.")
+    entrypoint_num_cpus: float | None = Field(
+        None, ge=0, alias="entrypointNumCpus", description="CPUs reserved for the entrypoint.",
+    )
+    entrypoint_num_gpus: float | None = Field(
+        None, ge=0, alias="entrypointNumGpus", description="GPUs reserved for the entrypoint.",
+    )
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return _check_dns_label(value, "name")
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> RayJobSpec:
+        if (self.cluster is None) == (self.cluster_selector is None):
+            raise ValueError(
+                "give exactly one of cluster (a cluster spec file for an ephemeral cluster) "
+                "and clusterSelector (labels of an existing RayCluster)"
+            )
+        if self.cluster_selector is not None and self.submission_mode is SubmissionMode.INTERACTIVE:
+            raise ValueError("InteractiveMode creates its own cluster: use cluster:, not "
+                             "clusterSelector")
+        return self
+
+
+def is_job_spec(path: str | Path) -> bool:
+    """Whether ``path`` is a readable YAML mapping with ``kind: RayJob``."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == "RayJob"
+
+
+def load_job_spec(path: str | Path) -> tuple[RayJobSpec, ClusterSpec | None]:
+    """Read a RayJob spec and, for an ephemeral cluster, the cluster spec it names.
+
+    Raises:
+        SpecError: missing file, malformed YAML, invalid fields, or an invalid cluster spec.
+    """
+    from pydantic import ValidationError
+
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(f"{file}: no such job spec file", "check the path", file=str(file))
+    try:
+        data = yaml.safe_load(file.read_text())
+        job = RayJobSpec.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{file}: not valid YAML: {exc}", "fix the YAML", file=str(file)) from None
+    except ValidationError as exc:
+        raise format_problems(exc, data, str(file)) from None
+    cluster = load_spec(file.parent / job.cluster) if job.cluster else None
+    return job, cluster
+
+
+def render_rayjob(job: RayJobSpec, cluster: ClusterSpec | None) -> dict[str, Any]:
+    """The RayJob for ``job``; ``cluster`` is the ephemeral cluster's spec (None with a selector).
+    """
+    spec: dict[str, Any] = {
+        "entrypoint": job.entrypoint,
+        "submissionMode": job.submission_mode.value,
+        "shutdownAfterJobFinishes": job.shutdown_after_job_finishes,
+        "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
+        "backoffLimit": job.backoff_limit,
+    }
+    if job.runtime_env:
+        spec["runtimeEnvYAML"] = yaml.safe_dump(job.runtime_env, sort_keys=True)
+    if job.active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = job.active_deadline_seconds
+    if job.entrypoint_num_cpus is not None:
+        spec["entrypointNumCpus"] = job.entrypoint_num_cpus
+    if job.entrypoint_num_gpus is not None:
+        spec["entrypointNumGpus"] = job.entrypoint_num_gpus
+    if cluster is not None:
+        spec["rayClusterSpec"] = render_raycluster(cluster)["spec"]
+    else:
+        spec["clusterSelector"] = dict(job.cluster_selector or {})
+        spec.pop("shutdownAfterJobFinishes")  # KubeRay forbids it with an existing cluster
+        spec.pop("ttlSecondsAfterFinished")
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": job.name, "namespace": job.namespace, "labels": dict(MANAGED_BY)},
+        "spec": spec,
+    }
