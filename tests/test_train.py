@@ -250,3 +250,46 @@ def test_train_command(local_cluster: raykube.Cluster) -> None:
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["metrics"]["epoch"] == 2 and summary["metrics"]["test_accuracy"] >= 0.9
     assert Path(summary["checkpoint"]).is_dir()
+
+
+@pytest.mark.local
+def test_killed_worker_node_resumes_on_another(ray_driver: raykube.Cluster) -> None:
+    """A whole node (its raylet and every process on it) dies mid-run: Ray Train restarts the
+    group on the nodes the autoscaler provides and resumes after the latest checkpoint."""
+    from ray.util.state import list_actors
+
+    from raykube.backends.local.processes import _live_processes_with
+
+    storage = ray_driver.backend.spec_of(ray_driver.name).storage.path
+    name = "killed-node"
+    thread, outcome = _train_in_thread(
+        cluster=ray_driver, num_workers=2, name=name, max_failures=3,
+        config={"epochs": 12, "epoch_delay_s": 0.5},
+    )
+    wait_for(lambda: (registered_epoch(storage, name) or 0) >= 2, timeout=180,
+             what="a registered checkpoint of epoch 2 before the kill")
+    before_kill = registered_epoch(storage, name)
+    assert before_kill is not None
+    worker = next(a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+                                                  ("state", "=", "ALIVE")], detail=True))
+    # Every process of that simulated node carries its node id (repeated across clusters, so
+    # the cluster's marker too) in its environment.
+    from raykube.backends.local.processes import MARKER_ENV
+    from raykube.backends.local.state import LocalRecord
+
+    record = LocalRecord.load(ray_driver.name)
+    assert record is not None
+    needles = {f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={worker.node_id}".encode(),
+               f"{MARKER_ENV}={record.marker}".encode()}
+    node_processes = _live_processes_with(
+        "environ", lambda env: needles <= set(env.split(b"\0")))
+    assert node_processes, "found the node's processes"
+    for pid in node_processes:
+        os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=400)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert worker.node_id not in result.return_value["nodes"], "finished on other nodes"
+    assert result.return_value["started_at_epoch"] >= before_kill + 1
+    assert result.metrics["epoch"] == 11

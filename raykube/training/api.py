@@ -24,7 +24,7 @@ import yaml
 from raykube import worker
 from raykube.errors import RaykubeError, TrainError
 from raykube.spec import SPEC_ENV, ClusterSpec, WorkerGroupSpec, group_resource, parse_spec
-from raykube.training.frameworks import TRAINERS, TrainerRequest, trainer_for
+from raykube.training.frameworks import TrainerRequest, check_framework, trainer_for
 
 if TYPE_CHECKING:
     from raykube.cluster import Cluster
@@ -260,8 +260,7 @@ def train(
         TrainError: refused before start (with the reason) or failed (with the worker's
             traceback).
     """
-    if framework not in TRAINERS:
-        raise TrainError(f"unknown framework {framework!r}", f"use one of: {', '.join(TRAINERS)}")
+    check_framework(framework)
     elastic = isinstance(num_workers, tuple)
     low, high = num_workers if isinstance(num_workers, tuple) else (num_workers, num_workers)
     if low < 0 or high < low:

@@ -85,17 +85,17 @@ TRAINERS: dict[str, Callable[[TrainerRequest], Any]] = {
 """Framework name -> adapter. The names users pass as ``framework=``."""
 
 
+def check_framework(framework: str) -> None:
+    """Raise :class:`TrainError` for a framework raykube has no trainer for."""
+    if framework not in TRAINERS:
+        raise TrainError(f"unknown framework {framework!r}", f"use one of: {', '.join(TRAINERS)}")
+
+
 def trainer_for(framework: str, request: TrainerRequest) -> Any:
     """The Ray Train trainer for ``framework``.
 
     Raises:
         TrainError: unknown framework, or it is not installed.
     """
-    try:
-        adapter = TRAINERS[framework]
-    except KeyError:
-        raise TrainError(
-            f"unknown framework {framework!r}",
-            f"use one of: {', '.join(TRAINERS)}",
-        ) from None
-    return adapter(request)
+    check_framework(framework)
+    return TRAINERS[framework](request)
