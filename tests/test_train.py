@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,33 +104,41 @@ def registered_epoch(storage: str, name: str) -> int | None:
     return int(latest["metrics"]["epoch"]) if latest else None
 
 
-@pytest.mark.local
-def test_killed_worker_resumes_from_latest_checkpoint(ray_driver: raykube.Cluster) -> None:
+def train_and_kill(cluster: raykube.Cluster, name: str,
+                   kill: Callable[[Any], None]) -> tuple[raykube.TrainResult, int]:
+    """Train 12 epochs under ``name``; once Ray has registered the checkpoint of epoch 2, call
+    ``kill`` with a live training worker (Ray's actor state); return the finished run's result
+    and the epoch registered before the kill."""
     from ray.util.state import list_actors
 
-    storage = ray_driver.backend.spec_of(ray_driver.name).storage.path
-    name = "killed-worker"
+    storage = cluster.backend.spec_of(cluster.name).storage.path
     thread, outcome = _train_in_thread(
-        cluster=ray_driver, num_workers=2, name=name, max_failures=2,
+        cluster=cluster, num_workers=2, name=name, max_failures=3,
         config={"epochs": 12, "epoch_delay_s": 0.5},
     )
     wait_for(lambda: (registered_epoch(storage, name) or 0) >= 2, timeout=180,
              what="a registered checkpoint of epoch 2 before the kill")
     before_kill = registered_epoch(storage, name)
     assert before_kill is not None
-    workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
-                                               ("state", "=", "ALIVE")])]
+    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+                          detail=True)
     assert workers
-    os.kill(workers[-1].pid, signal.SIGKILL)
-    thread.join(timeout=300)
+    kill(workers[-1])
+    thread.join(timeout=400)
     assert not thread.is_alive()
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     assert result.return_value["started_at_epoch"] >= before_kill + 1, (
-        "resumed from the latest checkpoint, not restarted from epoch 0"
+        "resumed from the latest registered checkpoint, not restarted from epoch 0"
     )
     assert result.metrics["epoch"] == 11
     assert result.return_value["test_accuracy"] >= ACCURACY_BAR
+    return result, before_kill
+
+
+@pytest.mark.local
+def test_killed_worker_resumes_from_latest_checkpoint(ray_driver: raykube.Cluster) -> None:
+    train_and_kill(ray_driver, "killed-worker", lambda actor: os.kill(actor.pid, signal.SIGKILL))
 
 
 @pytest.mark.local
@@ -256,40 +265,23 @@ def test_train_command(local_cluster: raykube.Cluster) -> None:
 def test_killed_worker_node_resumes_on_another(ray_driver: raykube.Cluster) -> None:
     """A whole node (its raylet and every process on it) dies mid-run: Ray Train restarts the
     group on the nodes the autoscaler provides and resumes after the latest checkpoint."""
-    from ray.util.state import list_actors
-
-    from raykube.backends.local.processes import _live_processes_with
-
-    storage = ray_driver.backend.spec_of(ray_driver.name).storage.path
-    name = "killed-node"
-    thread, outcome = _train_in_thread(
-        cluster=ray_driver, num_workers=2, name=name, max_failures=3,
-        config={"epochs": 12, "epoch_delay_s": 0.5},
-    )
-    wait_for(lambda: (registered_epoch(storage, name) or 0) >= 2, timeout=180,
-             what="a registered checkpoint of epoch 2 before the kill")
-    before_kill = registered_epoch(storage, name)
-    assert before_kill is not None
-    worker = next(a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
-                                                  ("state", "=", "ALIVE")], detail=True))
-    # Every process of that simulated node carries its node id (repeated across clusters, so
-    # the cluster's marker too) in its environment.
-    from raykube.backends.local.processes import MARKER_ENV
+    from raykube.backends.local.processes import MARKER_ENV, _live_processes_with
     from raykube.backends.local.state import LocalRecord
 
     record = LocalRecord.load(ray_driver.name)
     assert record is not None
-    needles = {f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={worker.node_id}".encode(),
-               f"{MARKER_ENV}={record.marker}".encode()}
-    node_processes = _live_processes_with(
-        "environ", lambda env: needles <= set(env.split(b"\0")))
-    assert node_processes, "found the node's processes"
-    for pid in node_processes:
-        os.kill(pid, signal.SIGKILL)
-    thread.join(timeout=400)
-    assert not thread.is_alive()
-    assert "error" not in outcome, outcome.get("error")
-    result = outcome["result"]
-    assert worker.node_id not in result.return_value["nodes"], "finished on other nodes"
-    assert result.return_value["started_at_epoch"] >= before_kill + 1
-    assert result.metrics["epoch"] == 11
+    killed: list[str] = []
+
+    def kill_node(actor: Any) -> None:
+        # Every process of a simulated node carries its node id (repeated across clusters,
+        # so the cluster's marker too) in its environment.
+        needles = {f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={actor.node_id}".encode(),
+                   f"{MARKER_ENV}={record.marker}".encode()}
+        pids = _live_processes_with("environ", lambda env: needles <= set(env.split(b"\0")))
+        assert pids, "found the node's processes"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed.append(actor.node_id)
+
+    result, _ = train_and_kill(ray_driver, "killed-node", kill_node)
+    assert killed[0] not in result.return_value["nodes"], "finished on other nodes"
