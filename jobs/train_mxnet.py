@@ -18,6 +18,17 @@ from common import final_summary, run_example
 from digits import NUM_CLASSES, load_digits_split
 
 
+def build_net() -> Any:
+    """The classifier: 64 -> 128 (ReLU) -> 10, initialised on the CPU."""
+    import mxnet as mx
+    from mxnet import gluon
+
+    net = gluon.nn.Sequential()
+    net.add(gluon.nn.Dense(128, activation="relu"), gluon.nn.Dense(NUM_CLASSES))
+    net.initialize(mx.init.Xavier(), ctx=mx.cpu())
+    return net
+
+
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     import mxnet as mx
     import numpy as np
@@ -31,10 +42,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     # dist_sync needs the same number of pushes from every worker.
     steps = (len(X_train) // ctx.world_size) // batch
 
-    net = gluon.nn.Sequential()
-    net.add(gluon.nn.Dense(128, activation="relu"), gluon.nn.Dense(NUM_CLASSES))
-    net.initialize(mx.init.Xavier(), ctx=mx.cpu())
-    net = worker.prepare(net)
+    net = worker.prepare(build_net())
     start = 0
     state = worker.restore()
     if state:

@@ -18,7 +18,7 @@ from raykube import cluster as clusters
 from raykube.auth import client_env
 from raykube.backends.base import ClusterStatus
 from raykube.errors import RaykubeError
-from raykube.spec import GROUP_RESOURCE_PREFIX, explain, load_spec
+from raykube.spec import GROUP_RESOURCE_PREFIX, explain, load_spec, spec_kind
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -233,14 +233,107 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from raykube.job_spec import is_job_spec, load_job_spec, render_rayjob
+    from raykube.job_spec import load_job_spec, render_rayjob
     from raykube.render import render_all, to_yaml
+    from raykube.serving.rayservice import render_service_manifests
+    from raykube.serving.spec import load_serve_spec
 
-    if is_job_spec(args.spec):
+    kind = spec_kind(args.spec)
+    if kind == "RayJob":
         job, cluster = load_job_spec(args.spec)
-        print(to_yaml([render_rayjob(job, cluster)]), end="")
-        return 0
-    print(to_yaml(render_all(load_spec(args.spec), pod_monitor=args.pod_monitor)), end="")
+        objects = [render_rayjob(job, cluster)]
+    elif kind == "Serve":
+        objects = render_service_manifests(load_serve_spec(args.spec))
+    else:
+        objects = render_all(load_spec(args.spec), pod_monitor=args.pod_monitor)
+    print(to_yaml(objects), end="")
+    return 0
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    """``["v1=a", "v2=b"]`` -> ``{"v1": "a", "v2": "b"}``; a malformed item is a SpecError."""
+    from raykube.errors import SpecError
+
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SpecError(f"--{what} {item!r} is not VERSION=VALUE", f"e.g. --{what} v2=10")
+        pairs[key] = value
+    return pairs
+
+
+def _serve_cluster(args: argparse.Namespace) -> clusters.Cluster | None:
+    if args.cluster is None and args.backend == "local":
+        return None  # the one running local cluster
+    return clusters.get(args.cluster or "", backend=args.backend, namespace=args.namespace)
+
+
+def _print_service(status: object) -> None:
+    from raykube.serving.service import ServiceStatus
+
+    assert isinstance(status, ServiceStatus)
+    print(f"service {status.name}: {status.status}  {status.url}")
+    for version in status.versions:
+        print(f"  {version.version:<10} weight {version.weight:>3}%  {version.status:<12} "
+              f"{version.running} replica{'s' if version.running != 1 else ''} running")
+    if status.message and not status.is_running:
+        print(status.message)
+
+
+def cmd_serve_deploy(args: argparse.Namespace) -> int:
+    from raykube.serving.service import deploy
+    from raykube.serving.spec import load_serve_spec
+
+    spec = load_serve_spec(args.spec)
+    checkpoints = _pairs(args.checkpoint, "checkpoint")
+    if checkpoints:
+        versions = [v.model_copy(update={"checkpoint": checkpoints.get(v.version, v.checkpoint)})
+                    for v in spec.versions]
+        spec = spec.model_copy(update={"versions": versions}).validated()
+    weights = _pairs(args.weight, "weight")
+    if weights:
+        spec = spec.with_weights(**{v: int(w) for v, w in weights.items()})
+    service = deploy(spec, _serve_cluster(args), timeout=args.timeout)
+    status = service.status()
+    _print_service(status)
+    print(f"next: curl -s -X POST {status.url} -H 'Content-Type: application/json' "
+          "-d '{\"instances\": [[...]]}'", file=sys.stderr)
+    return 0
+
+
+def cmd_serve_build(args: argparse.Namespace) -> int:
+    import yaml
+
+    from raykube.serving.config import render_serve_config
+    from raykube.serving.spec import load_serve_spec
+
+    spec = load_serve_spec(args.spec)
+    if spec.uses_local_working_dir():
+        print(f"note: workingDir {spec.working_dir} is a local folder and is left out: "
+              "`raykube serve deploy` uploads it; elsewhere give a URI", file=sys.stderr)
+    config = render_serve_config(spec, http_port=args.port)
+    print(yaml.safe_dump(config, sort_keys=False), end="")
+    return 0
+
+
+def cmd_serve_status(args: argparse.Namespace) -> int:
+    from raykube.serving.service import get_service, list_services
+
+    cluster = _serve_cluster(args)
+    statuses = [get_service(args.name, cluster).status()] if args.name else list_services(cluster)
+    if not statuses:
+        print("no services")
+    for status in statuses:
+        _print_service(status)
+    return 0
+
+
+def cmd_serve_delete(args: argparse.Namespace) -> int:
+    from raykube.serving.service import get_service
+
+    get_service(args.name, _serve_cluster(args)).delete(timeout=args.timeout)
+    print(f"service {args.name} deleted")
     return 0
 
 
@@ -313,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("manifest", help="print the KubeRay manifests of a spec (for kubectl "
                        "apply / GitOps)", description="Print the KubeRay manifests of a spec.")
-    p.add_argument("spec", help="cluster spec file, or a job spec file (kind: RayJob)")
+    p.add_argument("spec", help="cluster spec file, a job spec (kind: RayJob) or a serve spec "
+                   "(kind: Serve, rendered as a RayService)")
     p.add_argument("--pod-monitor", action="store_true",
                    help="also a Prometheus-operator PodMonitor for the Ray metrics")
     p.set_defaults(handler=cmd_manifest)
@@ -351,6 +445,38 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "stop":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     job_command("list", cmd_job_list, "list the cluster's jobs")
+
+    serve = sub.add_parser("serve", help="deploy models with Ray Serve", description="Serving.")
+    serve_sub = serve.add_subparsers(dest="serve_command", required=True, metavar="SERVE_COMMAND")
+
+    def serve_command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = serve_sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--cluster", default=None,
+                       help="cluster name (default: the only running local cluster)")
+        p.add_argument("--kube", dest="backend", action="store_const", const="kuberay",
+                       default="local", help="the cluster is a KubeRay RayCluster")
+        p.add_argument("--namespace", "-n", default=None, help="Kubernetes namespace")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = serve_command("deploy", cmd_serve_deploy,
+                      "deploy a serve spec, or roll out its new versions and traffic shares")
+    p.add_argument("spec", help="serve spec file (kind: Serve), e.g. jobs/digits.serve.yaml")
+    p.add_argument("--checkpoint", action="append", metavar="VERSION=PATH",
+                   help="use this checkpoint for a version (repeatable)")
+    p.add_argument("--weight", action="append", metavar="VERSION=PERCENT",
+                   help="traffic share of a version; unnamed versions get 0 (repeatable)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per step (default 300)")
+    p = serve_sub.add_parser("build", help="print the Serve config of a serve spec (the format "
+                             "`serve build` writes; RayService serveConfigV2)")
+    p.add_argument("spec", help="serve spec file (kind: Serve)")
+    p.add_argument("--port", type=int, default=8000, help="Serve's HTTP port (default 8000)")
+    p.set_defaults(handler=cmd_serve_build)
+    p = serve_command("status", cmd_serve_status, "show services, versions and replicas")
+    p.add_argument("name", nargs="?", help="service name (default: every service)")
+    p = serve_command("delete", cmd_serve_delete, "delete a service and all its versions")
+    p.add_argument("name", help="service name")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
     return parser
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from raykube.backends.base import Backend, ClusterStatus, ClusterSummary, Endpoints
-from raykube.errors import RaykubeError
+from raykube.errors import ClusterError, RaykubeError
 from raykube.spec import ClusterSpec, load_spec
 
 BACKENDS = ("local", "kuberay")
@@ -147,6 +147,27 @@ def get(name: str, *, backend: str = "local", namespace: str | None = None) -> C
     chosen = get_backend(backend, namespace=namespace)
     chosen.endpoints(name)  # raises ClusterNotFound early
     return Cluster(name, chosen)
+
+
+def resolve(cluster: Cluster | str | None) -> Cluster:
+    """The cluster a workload means: a handle as given, a local cluster's name, or (None) the
+    one local cluster that is running.
+
+    Raises:
+        ClusterNotFound: no cluster of that name runs.
+        ClusterError: None was given and zero or several clusters run.
+    """
+    if isinstance(cluster, Cluster):
+        return cluster
+    if cluster is not None:
+        return get(cluster)
+    running = [s.name for s in list_clusters() if s.state == "running"]
+    if len(running) != 1:
+        raise ClusterError(
+            f"which cluster? {len(running)} are running ({', '.join(running) or 'none'})",
+            "pass --cluster NAME (or cluster= in Python)",
+        )
+    return get(running[0])
 
 
 def list_clusters(

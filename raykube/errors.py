@@ -16,6 +16,7 @@ Error tree::
     ├── JobError             a submitted job could not run
     │   └── JobFailed        it ran and ended FAILED or STOPPED
     ├── TrainError           a training run was refused or failed
+    ├── ServeError           a service failed to deploy, or is not on the cluster
     └── BackendError         Ray or Kubernetes answered with an error (the original is the cause)
 """
 
@@ -114,6 +115,12 @@ class JobFailed(JobError):
 
 class TrainError(RaykubeError):
     """A training run was refused before it started, or failed."""
+
+
+class ServeError(RaykubeError):
+    """A service could not be deployed (a version failed to start), or is not on the cluster."""
+
+    exit_code = 9
 
 
 class BackendError(RaykubeError):

@@ -25,9 +25,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from raykube.errors import SpecError
 from raykube.render import MANAGED_BY, render_raycluster
-from raykube.spec import ClusterSpec, _check_dns_label, _Model, format_problems, load_spec
+from raykube.spec import (
+    ClusterSpec,
+    _check_dns_label,
+    _Model,
+    format_problems,
+    load_spec,
+    read_yaml,
+)
 
 
 class SubmissionMode(StrEnum):
@@ -98,15 +104,6 @@ class RayJobSpec(_Model):
         return self
 
 
-def is_job_spec(path: str | Path) -> bool:
-    """Whether ``path`` is a readable YAML mapping with ``kind: RayJob``."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and data.get("kind") == "RayJob"
-
-
 def load_job_spec(path: str | Path) -> tuple[RayJobSpec, ClusterSpec | None]:
     """Read a RayJob spec and, for an ephemeral cluster, the cluster spec it names.
 
@@ -116,13 +113,9 @@ def load_job_spec(path: str | Path) -> tuple[RayJobSpec, ClusterSpec | None]:
     from pydantic import ValidationError
 
     file = Path(path)
-    if not file.is_file():
-        raise SpecError(f"{file}: no such job spec file", "check the path", file=str(file))
+    data = read_yaml(file, "job spec")
     try:
-        data = yaml.safe_load(file.read_text())
         job = RayJobSpec.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{file}: not valid YAML: {exc}", "fix the YAML", file=str(file)) from None
     except ValidationError as exc:
         raise format_problems(exc, data, str(file)) from None
     cluster = load_spec(file.parent / job.cluster) if job.cluster else None

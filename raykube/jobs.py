@@ -183,7 +183,7 @@ def _client(cluster: Cluster | str | None) -> Any:
     """A Jobs API client for ``cluster`` (a handle, a name, or a dashboard ``http://`` URL)."""
     from ray.job_submission import JobSubmissionClient
 
-    from raykube.cluster import Cluster, get, list_clusters
+    from raykube.cluster import resolve
 
     token_path: str | None
     if isinstance(cluster, str) and cluster.startswith(("http://", "https://")):
@@ -191,16 +191,7 @@ def _client(cluster: Cluster | str | None) -> Any:
         if token_path is None and (Path.home() / ".ray" / "auth_token").exists():
             token_path = str(Path.home() / ".ray" / "auth_token")
     else:
-        if cluster is None:
-            running = [s.name for s in list_clusters() if s.state == "running"]
-            if len(running) != 1:
-                raise JobError(
-                    f"which cluster? {len(running)} are running ({', '.join(running) or 'none'})",
-                    "pass --cluster NAME (or cluster= in Python)",
-                )
-            cluster = running[0]
-        handle = cluster if isinstance(cluster, Cluster) else get(cluster)
-        endpoints = handle.endpoints
+        endpoints = resolve(cluster).endpoints
         url, token_path = endpoints.dashboard_url, endpoints.auth_token_path
     headers = {"Authorization": f"Bearer {read_token(token_path)}"} if token_path else None
     from ray.exceptions import AuthenticationError

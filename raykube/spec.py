@@ -434,7 +434,8 @@ def format_problems(exc: ValidationError, data: Any, source: str) -> SpecError:
         where = f"{path} (group {group!r})" if group else path
         problems.append((where, _describe(error, data)))
     lines = "\n".join(f"  {path}: {message}" for path, message in problems)
-    kind = "job spec" if isinstance(data, dict) and data.get("kind") == "RayJob" else "cluster spec"
+    kinds = {"RayJob": "job spec", "Serve": "serve spec"}
+    kind = kinds.get(data.get("kind"), "cluster spec") if isinstance(data, dict) else "cluster spec"
     return SpecError(
         f"{source}: invalid {kind} ({len(problems)} problem"
         f"{'s' if len(problems) != 1 else ''}):\n{lines}",
@@ -442,6 +443,40 @@ def format_problems(exc: ValidationError, data: Any, source: str) -> SpecError:
         file=source,
         problems=problems,
     )
+
+
+def read_yaml(path: str | Path, what: str = "spec") -> Any:
+    """The parsed YAML of ``path``; every spec kind (cluster, job, serve) is read through here.
+
+    Raises:
+        SpecError: the file is missing or is not YAML (with the line and column).
+    """
+    file = Path(path)
+    if not file.is_file():
+        hint = "check the path; the shipped specs are in clusters/ and jobs/"
+        raise SpecError(f"{file}: no such {what} file", hint, file=str(file))
+    try:
+        return yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(
+            f"{file}: not valid YAML{where}: {problem}",
+            "fix the indentation or quoting there (YAML uses spaces, not tabs)",
+            file=str(file),
+        ) from None
+
+
+def spec_kind(path: str | Path) -> str:
+    """What a spec file describes: its ``kind`` (RayJob, Serve), else RayCluster.
+
+    Raises:
+        SpecError: the file is missing or is not YAML.
+    """
+    data = read_yaml(path)
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return str(kind) if kind else "RayCluster"
 
 
 def load_spec(path: str | Path) -> ClusterSpec:
@@ -453,22 +488,7 @@ def load_spec(path: str | Path) -> ClusterSpec:
     >>> load_spec("clusters/local.yaml").name
     'local'
     """
-    file = Path(path)
-    if not file.is_file():
-        hint = "check the path; the shipped specs are in clusters/"
-        raise SpecError(f"{file}: no such spec file", hint, file=str(file))
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(
-            f"{file}: not valid YAML{where}: {problem}",
-            "fix the indentation or quoting there (YAML uses spaces, not tabs)",
-            file=str(file),
-        ) from None
-    return parse_spec(data, source=str(file))
+    return parse_spec(read_yaml(path), source=str(path))
 
 
 def explain() -> str:

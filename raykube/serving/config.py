@@ -1,0 +1,149 @@
+"""Serve spec -> Ray Serve config (the multi-application format ``serve build`` writes).
+
+The same dict is what raykube PUTs to a cluster's Serve REST API and what a KubeRay RayService
+holds as ``serveConfigV2``. A service becomes one *router* application on the service's route
+(traffic shares, input checks, retries) and one application per version, with no route of its
+own, holding that version's ``Model`` deployment. Keeping versions in separate applications
+means adding, re-weighting or removing one never redeploys another; weights and batching travel
+as ``user_config``, which Serve applies to running replicas in place.
+
+Pure functions: nothing here touches a cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raykube.serving.spec import ServeSpec
+
+ROUTER_IMPORT_PATH = "raykube.serving.app:router_app"
+MODEL_IMPORT_PATH = "raykube.serving.app:model_app"
+ROUTER_DEPLOYMENT = "Router"
+MODEL_DEPLOYMENT = "Model"
+
+FRAMEWORK_ENV_VARS: dict[str, dict[str, str]] = {
+    "torch": {"OMP_NUM_THREADS": "1"},
+    "tensorflow": {"TF_USE_LEGACY_KERAS": "1", "OMP_NUM_THREADS": "1"},
+    "mxnet": {"OMP_NUM_THREADS": "1"},
+}
+"""Environment each framework's replicas start with (the same as its training workers)."""
+
+
+def router_user_config(spec: ServeSpec, weights: dict[str, int] | None = None) -> dict[str, Any]:
+    """What the router applies in place: the traffic shares (default: the spec's)."""
+    return {"weights": dict(spec.weights if weights is None else weights)}
+
+
+def _model_deployment(spec: ServeSpec) -> dict[str, Any]:
+    actor_options: dict[str, Any] = {"num_cpus": spec.resources.cpus}
+    if spec.resources.gpus:
+        actor_options["num_gpus"] = spec.resources.gpus
+    if spec.resources.accelerator_type:
+        actor_options["accelerator_type"] = spec.resources.accelerator_type
+    deployment: dict[str, Any] = {
+        "name": MODEL_DEPLOYMENT,
+        "max_ongoing_requests": spec.max_ongoing_requests,
+        "ray_actor_options": actor_options,
+        "health_check_period_s": spec.health_check_period_s,
+        "health_check_timeout_s": spec.health_check_timeout_s,
+        "user_config": {
+            "max_batch_size": spec.batching.max_batch_size,
+            "batch_wait_timeout_s": spec.batching.batch_wait_timeout_s,
+        },
+    }
+    if spec.autoscaling is not None:
+        scaling = spec.autoscaling
+        deployment["autoscaling_config"] = {
+            "min_replicas": scaling.min_replicas,
+            "max_replicas": scaling.max_replicas,
+            "target_ongoing_requests": scaling.target_ongoing_requests,
+            "upscale_delay_s": scaling.upscale_delay_s,
+            "downscale_delay_s": scaling.downscale_delay_s,
+        }
+    else:
+        deployment["num_replicas"] = spec.replicas
+    return deployment
+
+
+def _runtime_env(spec: ServeSpec, working_dir: str | None, py_executable: str | None
+                 ) -> dict[str, Any]:
+    runtime_env = dict(spec.runtime_env)
+    runtime_env["env_vars"] = {
+        **FRAMEWORK_ENV_VARS[spec.framework], **runtime_env.get("env_vars", {}),
+    }
+    if working_dir:
+        runtime_env["working_dir"] = working_dir
+    if py_executable:
+        runtime_env["py_executable"] = py_executable
+    return runtime_env
+
+
+def render_applications(
+    spec: ServeSpec,
+    *,
+    versions: list[str] | None = None,
+    weights: dict[str, int] | None = None,
+    working_dir: str | None = None,
+    py_executable: str | None = None,
+) -> list[dict[str, Any]]:
+    """The Serve applications of ``spec``: its router, then one per version.
+
+    Args:
+        versions: which versions' applications to include (default: all of the spec's); a
+            rollout keeps old ones running while new ones start.
+        weights: the router's traffic shares (default: the spec's).
+        working_dir: the code's runtime-env ``working_dir`` as a URI the cluster can fetch
+            (default: ``spec.working_dir`` when that is already a URI).
+        py_executable: the replicas' Python (MXNet's own environment), if not the cluster's.
+    """
+    if working_dir is None and spec.working_dir and not spec.uses_local_working_dir():
+        working_dir = spec.working_dir
+    checkpoints = {v.version: v.checkpoint for v in spec.versions}
+    router = {
+        "name": spec.name,
+        "route_prefix": spec.route,
+        "import_path": ROUTER_IMPORT_PATH,
+        "args": {"service": spec.name},
+        "deployments": [{
+            "name": ROUTER_DEPLOYMENT,
+            "num_replicas": 1,
+            "max_ongoing_requests": 1000,
+            "ray_actor_options": {"num_cpus": 0},
+            "user_config": router_user_config(spec, weights),
+        }],
+    }
+    apps = [router]
+    for version in versions if versions is not None else list(checkpoints):
+        apps.append({
+            "name": spec.app_name(version),
+            "route_prefix": None,
+            "import_path": MODEL_IMPORT_PATH,
+            "args": {
+                "predictor": spec.predictor,
+                "checkpoint": checkpoints[version],
+                "version": version,
+                "framework": spec.framework,
+            },
+            "runtime_env": _runtime_env(spec, working_dir, py_executable),
+            "deployments": [_model_deployment(spec)],
+        })
+    return apps
+
+
+def render_serve_config(
+    spec: ServeSpec,
+    *,
+    http_port: int = 8000,
+    proxy_location: str = "EveryNode",
+    working_dir: str | None = None,
+) -> dict[str, Any]:
+    """The whole Serve config for ``spec`` (``serve build`` format; RayService serveConfigV2).
+
+    >>> render_serve_config(spec)["applications"][0]["route_prefix"]  # doctest: +SKIP
+    '/digits'
+    """
+    return {
+        "proxy_location": proxy_location,
+        "http_options": {"host": "0.0.0.0", "port": http_port},
+        "applications": render_applications(spec, working_dir=working_dir),
+    }

@@ -1,0 +1,89 @@
+"""Serve spec + cluster spec -> a KubeRay ``ray.io/v1`` RayService and its PodDisruptionBudget.
+
+The RayService's ``serveConfigV2`` is the Serve config :func:`render_serve_config` writes (the
+one ``raykube serve deploy`` sends), its ``rayClusterConfig`` the RayCluster spec of the
+cluster spec file. KubeRay pods cannot read this machine's folders, so ``workingDir`` must be a
+URI they can fetch (or the code must be in the image). A PodDisruptionBudget keeps voluntary
+evictions (node drains, upgrades) from taking more than one serving worker at a time.
+
+Pure functions: nothing here touches a cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from raykube.errors import SpecError
+from raykube.render import MANAGED_BY, render_raycluster
+from raykube.serving.config import render_serve_config
+from raykube.serving.spec import ServeSpec
+from raykube.spec import ClusterSpec, load_spec
+
+SERVICE_LABEL = "raykube.io/service"
+"""Pod label naming the service whose RayService created the pod (the PDB's selector)."""
+
+SERVE_PORT = 8000
+"""Serve's HTTP port in KubeRay pods (the head service's ``serve`` port)."""
+
+
+def _check_for_kubernetes(spec: ServeSpec) -> ClusterSpec:
+    if spec.uses_local_working_dir():
+        raise SpecError(
+            f"service {spec.name}: workingDir {spec.working_dir} is a local folder, which "
+            "KubeRay pods cannot read",
+            "give workingDir as a URI the pods can fetch (https://.../code.zip, s3://...), or "
+            "put the code in the image and drop workingDir",
+        )
+    if not spec.cluster:
+        raise SpecError(
+            f"service {spec.name}: a RayService needs a cluster: set cluster: to a cluster "
+            "spec file (relative to the serve spec)",
+            "e.g. cluster: ../clusters/local.yaml",
+        )
+    return load_spec(spec.cluster)
+
+
+def render_rayservice(spec: ServeSpec, cluster: ClusterSpec) -> dict[str, Any]:
+    """The RayService running ``spec`` on a cluster built from ``cluster``."""
+    cluster_body = render_raycluster(cluster)["spec"]
+    for group in [cluster_body["headGroupSpec"], *cluster_body["workerGroupSpecs"]]:
+        group["template"]["metadata"]["labels"][SERVICE_LABEL] = spec.name
+    serve_config = render_serve_config(spec, http_port=SERVE_PORT, proxy_location="EveryNode")
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": spec.name, "namespace": cluster.namespace,
+                     "labels": dict(MANAGED_BY)},
+        "spec": {
+            "upgradeStrategy": {"type": spec.upgrade_strategy},
+            "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
+            "rayClusterConfig": cluster_body,
+        },
+    }
+
+
+def render_disruption_budget(spec: ServeSpec, cluster: ClusterSpec) -> dict[str, Any]:
+    """A PodDisruptionBudget letting voluntary evictions take one serving worker at a time."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{spec.name}-workers", "namespace": cluster.namespace,
+                     "labels": dict(MANAGED_BY)},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {SERVICE_LABEL: spec.name,
+                                         "ray.io/node-type": "worker"}},
+        },
+    }
+
+
+def render_service_manifests(spec: ServeSpec) -> list[dict[str, Any]]:
+    """Everything ``kubectl apply`` needs for ``spec`` on KubeRay.
+
+    Raises:
+        SpecError: a local workingDir, no cluster spec, or an invalid cluster spec.
+    """
+    cluster = _check_for_kubernetes(spec)
+    return [render_rayservice(spec, cluster), render_disruption_budget(spec, cluster)]

@@ -1,0 +1,374 @@
+"""Deploy, inspect and delete services on a cluster, through its Serve REST API.
+
+Serve's REST API takes the whole cluster's config at once, so :func:`deploy` reads what runs,
+replaces only this service's applications and keeps every other one as it is. A change of
+versions is applied in three steps, each awaited, so that no request fails during a rollout:
+
+1. *start*: every version of the new spec runs (old ones too), traffic shares unchanged;
+2. *shift*: the router takes the new traffic shares (in place: Serve ``user_config``);
+3. *retire*: versions no longer in the spec are deleted.
+
+A first deploy that fails is deleted again; a rollout that fails puts the previous
+applications back, so nothing half-deployed is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raykube.dashboard import DashboardClient
+from raykube.errors import ServeError, SpecError
+from raykube.progress import Progress
+from raykube.serving.config import (
+    MODEL_DEPLOYMENT,
+    render_applications,
+)
+from raykube.serving.spec import ServeSpec, load_serve_spec
+from raykube.waiting import wait_for
+
+if TYPE_CHECKING:
+    from raykube.cluster import Cluster
+
+APPLICATIONS_PATH = "/api/serve/applications/"
+RUNNING = "RUNNING"
+FAILED_STATES = ("DEPLOY_FAILED", "UNHEALTHY")
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One Serve replica of a version."""
+
+    replica_id: str
+    state: str
+    pid: int | None
+    node_id: str | None
+    actor_id: str | None
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """One version of a service: its traffic share and its replicas."""
+
+    version: str
+    weight: int
+    status: str
+    replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def running(self) -> int:
+        """How many replicas serve requests now."""
+        return sum(1 for r in self.replicas if r.state == RUNNING)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A service as Serve reports it."""
+
+    name: str
+    status: str
+    url: str
+    versions: list[VersionStatus]
+    message: str = ""
+
+    @property
+    def is_running(self) -> bool:
+        """Router and every version RUNNING."""
+        return self.status == RUNNING and all(v.status == RUNNING for v in self.versions)
+
+    def version(self, name: str) -> VersionStatus:
+        """The status of version ``name``."""
+        for version in self.versions:
+            if version.version == name:
+                return version
+        raise KeyError(name)
+
+
+def _belongs(app_name: str, service: str) -> bool:
+    return app_name == service or app_name.startswith(f"{service}--")
+
+
+class _ServeApi:
+    """The Serve REST API of one cluster, and how it runs there."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        endpoints = cluster.endpoints
+        self.client = DashboardClient(endpoints.dashboard_url, endpoints.auth_token_path,
+                                      timeout=60.0)
+        self.serve_url = endpoints.serve_url.rstrip("/")
+        # Simulated local nodes share one IP: one proxy per node would fight over the port.
+        self.proxy_location = "HeadOnly" if cluster.backend.name == "local" else "EveryNode"
+        self.http_port = int(self.serve_url.rsplit(":", 1)[1])
+
+    def details(self) -> dict[str, Any]:
+        return self.client.request("GET", APPLICATIONS_PATH) or {}
+
+    def app_configs(self) -> dict[str, dict[str, Any]]:
+        apps = self.details().get("applications") or {}
+        return {name: app["deployed_app_config"] for name, app in apps.items()
+                if app.get("deployed_app_config")}
+
+    def put(self, applications: list[dict[str, Any]]) -> None:
+        details = self.details()
+        http = details.get("http_options") or {}
+        config = {
+            "proxy_location": details.get("proxy_location") or self.proxy_location,
+            "http_options": {"host": http.get("host") or "0.0.0.0",
+                             "port": http.get("port") or self.http_port},
+            "applications": applications,
+        }
+        self.client.request("PUT", APPLICATIONS_PATH, config)
+
+
+def _replicas(app: dict[str, Any], deployment: str) -> list[Replica]:
+    replicas = (app.get("deployments") or {}).get(deployment, {}).get("replicas") or []
+    return [Replica(r.get("replica_id", ""), r.get("state", ""), r.get("pid"),
+                    r.get("node_id"), r.get("actor_id")) for r in replicas]
+
+
+def _status(api: _ServeApi, name: str, route: str | None = None) -> ServiceStatus | None:
+    apps = api.details().get("applications") or {}
+    router = apps.get(name)
+    if router is None:
+        return None
+    config = router.get("deployed_app_config") or {}
+    deployments = config.get("deployments") or [{}]
+    weights = (deployments[0].get("user_config") or {}).get("weights", {})
+    versions = []
+    for app_name, app in sorted(apps.items()):
+        if app_name != name and _belongs(app_name, name):
+            version = app_name.split("--", 1)[1]
+            versions.append(VersionStatus(version, int(weights.get(version, 0)),
+                                          app.get("status", ""), _replicas(app, MODEL_DEPLOYMENT)))
+    route = route or config.get("route_prefix") or f"/{name}"
+    messages = [a.get("message", "") for n, a in apps.items() if _belongs(n, name)]
+    return ServiceStatus(name, router.get("status", ""), api.serve_url + route, versions,
+                         "\n".join(m for m in messages if m))
+
+
+def _wait_applied(api: _ServeApi, spec: ServeSpec, wanted: list[dict[str, Any]],
+                  progress: Progress, timeout: float) -> ServiceStatus:
+    """Wait until every app of ``wanted`` runs with exactly that config, and no other app of
+    the service is left; raise ServeError as soon as one fails."""
+    mine = {a["name"]: a for a in wanted if _belongs(a["name"], spec.name)}
+    failure: list[str] = []
+
+    def probe() -> ServiceStatus | None:
+        apps = api.details().get("applications") or {}
+        pending = []
+        for name, app in apps.items():
+            if not _belongs(name, spec.name):
+                continue
+            status = app.get("status", "")
+            if status in FAILED_STATES:
+                failure.append(f"{name}: {status}: {app.get('message', '').strip()[-1500:]}")
+                return None
+            if name not in mine:
+                pending.append(f"{name} deleting")
+            elif app.get("deployed_app_config") != mine[name] or status != RUNNING:
+                running = sum(r.state == RUNNING for d in (app.get("deployments") or {})
+                              for r in _replicas(app, d))
+                pending.append(f"{name} {status} ({running} replicas running)")
+        pending += [f"{name} not yet known" for name in mine if name not in apps]
+        progress.say(f"service {spec.name}: " + ("; ".join(pending) or "running"))
+        return None if pending else _status(api, spec.name, spec.route)
+
+    def failed() -> ServeError | None:
+        if not failure:
+            return None
+        return ServeError(f"service {spec.name} failed to deploy: {failure[0]}",
+                          "fix the predictor or checkpoint named above; "
+                          "`raykube serve status` shows every version")
+
+    return wait_for(probe, timeout=timeout, what=f"service {spec.name} running",
+                    interval=0.5, fail_on=failed,
+                    hint="`raykube serve status NAME` shows what Serve is waiting for")
+
+
+def _upload_working_dir(cluster: Cluster, folder: str) -> str:
+    """Upload ``folder`` to the cluster (as `ray job submit` does) and return its gcs:// URI."""
+    from raykube.jobs import _client
+
+    runtime_env = {"working_dir": folder}
+    # The Jobs SDK's own upload: a content-addressed package, so unchanged code keeps its URI
+    # and an unchanged version is not redeployed.
+    _client(cluster)._upload_working_dir_if_needed(runtime_env)
+    return str(runtime_env["working_dir"])
+
+
+def _check_before_deploy(spec: ServeSpec, cluster: Cluster) -> None:
+    """Refuse what cannot work before anything is sent: code or checkpoints that are missing."""
+    if spec.uses_local_working_dir():
+        folder = Path(str(spec.working_dir))
+        module = spec.predictor.split(":")[0].replace(".", "/")
+        if not folder.is_dir():
+            raise SpecError(f"service {spec.name}: workingDir {folder} is not a folder",
+                            "point workingDir at the folder holding the predictor's module")
+        if not ((folder / f"{module}.py").is_file() or (folder / module).is_dir()):
+            raise SpecError(
+                f"service {spec.name}: predictor module {module!r} is not in {folder}",
+                f"put {module}.py in workingDir, or fix predictor (module:Class)",
+            )
+    if cluster.backend.name == "local":
+        for version in spec.versions:
+            if "://" not in version.checkpoint and not Path(version.checkpoint).is_dir():
+                raise SpecError(
+                    f"service {spec.name}: version {version.version}'s checkpoint "
+                    f"{version.checkpoint} does not exist",
+                    "use a checkpoint folder a training run wrote (TrainResult.checkpoint)",
+                )
+
+
+class Service:
+    """A handle on a deployed service."""
+
+    def __init__(self, name: str, cluster: Cluster) -> None:
+        self.name = name
+        self.cluster = cluster
+        self._api = _ServeApi(cluster)
+
+    def __repr__(self) -> str:
+        return f"Service({self.name!r}, cluster={self.cluster.name!r})"
+
+    def status(self) -> ServiceStatus:
+        """What Serve reports about the router and every version.
+
+        Raises:
+            ServeError: the service is not deployed on this cluster.
+        """
+        status = _status(self._api, self.name)
+        if status is None:
+            raise ServeError(f"no service {self.name!r} on cluster {self.cluster.name!r}",
+                             "`raykube serve status` lists the services there")
+        return status
+
+    @property
+    def url(self) -> str:
+        """The HTTP endpoint: POST ``{"instances": [...]}`` here."""
+        return self.status().url
+
+    def predict(self, instances: list[Any], *, timeout: float = 30.0) -> dict[str, Any]:
+        """POST ``instances`` and return the JSON answer (``predictions`` and ``version``).
+
+        Raises:
+            ServeError: the service answered with an error (its message included).
+        """
+        return post_json(self.url, {"instances": instances}, timeout=timeout)
+
+    def delete(self, *, timeout: float = 120.0) -> None:
+        """Delete the router and every version; other services keep running."""
+        configs = self._api.app_configs()
+        if self.name not in configs:
+            raise ServeError(f"no service {self.name!r} on cluster {self.cluster.name!r}",
+                             "`raykube serve status` lists the services there")
+        self._api.put([c for n, c in configs.items() if not _belongs(n, self.name)])
+        wait_for(lambda: not any(_belongs(n, self.name) for n in self._api.app_configs()),
+                 timeout=timeout, what=f"service {self.name} deleted")
+
+
+def post_json(url: str, body: Any, *, timeout: float = 30.0) -> dict[str, Any]:
+    """POST JSON and decode the answer; an HTTP error becomes ServeError with its text."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        raise ServeError(f"{url} answered HTTP {exc.code}: {detail}") from exc
+
+
+def deploy(
+    spec: ServeSpec | str | Path,
+    cluster: Cluster | str | None = None,
+    *,
+    timeout: float = 300.0,
+) -> Service:
+    """Deploy (or roll out a new state of) the service ``spec`` describes.
+
+    Args:
+        spec: a :class:`ServeSpec` or the path of a serve spec file.
+        cluster: a handle, a local cluster's name, or None for the one running.
+        timeout: seconds for each rollout step.
+
+    Returns:
+        A :class:`Service` handle.
+
+    Raises:
+        SpecError: invalid spec, missing code or checkpoint (nothing was deployed).
+        ServeError: a version failed to start (the previous state is put back).
+
+    Example::
+
+        service = raykube.deploy("jobs/digits.serve.yaml", "local")
+        service.predict([[0.0] * 64])     # {"predictions": [...], "version": "v1"}
+    """
+    from raykube.cluster import resolve
+    from raykube.training.mxnet_backend import mxnet_python
+
+    if not isinstance(spec, ServeSpec):
+        spec = load_serve_spec(spec)
+    handle = resolve(cluster)
+    _check_before_deploy(spec, handle)
+    api = _ServeApi(handle)
+    progress = Progress()
+    working_dir = None
+    if spec.uses_local_working_dir():
+        progress.say(f"service {spec.name}: uploading {spec.working_dir}")
+        working_dir = _upload_working_dir(handle, str(spec.working_dir))
+    py_executable = (mxnet_python() if spec.framework == "mxnet"
+                     and handle.backend.name == "local" else None)
+
+    before = api.app_configs()
+    others = [c for n, c in before.items() if not _belongs(n, spec.name)]
+    mine_before = {n: c for n, c in before.items() if _belongs(n, spec.name)}
+    new_apps = render_applications(spec, working_dir=working_dir, py_executable=py_executable)
+    new_by_name = {a["name"]: a for a in new_apps}
+    steps: list[list[dict[str, Any]]] = []
+    if spec.name in mine_before:
+        # start: new versions beside the old ones, old traffic shares (the router unchanged)
+        retiring = [c for n, c in mine_before.items() if n not in new_by_name]
+        steps.append(others + [mine_before[spec.name]] + new_apps[1:] + retiring)
+        steps.append(others + new_apps + retiring)  # shift
+    steps.append(others + new_apps)  # retire (or, on a first deploy, everything at once)
+    try:
+        last: list[dict[str, Any]] | None = None
+        for applications in steps:
+            if applications == last:
+                continue
+            api.put(applications)
+            _wait_applied(api, spec, applications, progress, timeout)
+            last = applications
+    except ServeError:
+        progress.say(f"service {spec.name}: putting back what ran before")
+        api.put(others + list(mine_before.values()))
+        raise
+    return Service(spec.name, handle)
+
+
+def get_service(name: str, cluster: Cluster | str | None = None) -> Service:
+    """A handle on deployed service ``name``.
+
+    Raises:
+        ServeError: no such service on the cluster.
+    """
+    from raykube.cluster import resolve
+
+    service = Service(name, resolve(cluster))
+    service.status()
+    return service
+
+
+def list_services(cluster: Cluster | str | None = None) -> list[ServiceStatus]:
+    """Every raykube service on the cluster."""
+    from raykube.cluster import resolve
+
+    api = _ServeApi(resolve(cluster))
+    names = [n for n, c in api.app_configs().items() if c.get("import_path", "").endswith(
+        ":router_app")]
+    return [s for s in (_status(api, n) for n in names) if s is not None]

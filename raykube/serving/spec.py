@@ -1,0 +1,280 @@
+"""The serve spec: one model service described once, deployed by raykube or rendered for KubeRay.
+
+A service is a predictor class (any framework) loaded from training checkpoints, one or more
+*versions* of it (each its own checkpoint) with a share of traffic each, and the Serve settings
+every version's replicas get: a fixed ``replicas`` count or ``autoscaling`` bounds, resources per
+replica, batching and health checks. Names follow Ray Serve's own settings in camelCase
+(``minReplicas``, ``maxReplicas``, ``targetOngoingRequests``, ``maxOngoingRequests``,
+``maxBatchSize``, ``batchWaitTimeoutS``, ``healthCheckPeriodS``).
+
+Example (``jobs/digits.serve.yaml``)::
+
+    kind: Serve
+    name: digits
+    framework: torch
+    predictor: digits_serving:TorchDigits
+    workingDir: .
+    versions:
+      - {version: v1, checkpoint: /tmp/raykube-storage/local/digits/checkpoint_..., weight: 100}
+    autoscaling: {minReplicas: 1, maxReplicas: 2, targetOngoingRequests: 2}
+    resources: {cpus: 0.5}
+
+A rollout is an edit of ``versions``: add v2 with weight 10 (canary), give it 100 and drop v1
+(promote), or drop v2 (roll back); ``raykube serve deploy`` applies each step without a failed
+request (new versions are up before they get traffic, old ones lose traffic before they go).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from raykube.errors import SpecError
+from raykube.spec import _check_dns_label, _Model, format_problems, read_yaml
+
+FRAMEWORKS = ("torch", "tensorflow", "mxnet")
+"""The frameworks a predictor may use; each gets the runtime env its training workers get."""
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+class ServeVersion(_Model):
+    """One version of the model: a checkpoint and its share of the traffic."""
+
+    version: str = Field(..., description="Version name, e.g. v1 (lower-case letters, digits, -).")
+    checkpoint: str = Field(
+        ..., min_length=1,
+        description="Checkpoint folder on the cluster's storage (TrainResult.checkpoint).",
+    )
+    weight: int = Field(
+        100, ge=0, le=100,
+        description="Percent of requests this version answers; all versions' weights sum to 100.",
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _version_name(cls, value: str) -> str:
+        return _check_dns_label(value, "version")
+
+
+class ServeAutoscaling(_Model):
+    """Serve's replica autoscaling for every version (Serve ``autoscaling_config``)."""
+
+    min_replicas: int = Field(1, ge=0, alias="minReplicas", description="Fewest replicas.")
+    max_replicas: int = Field(..., ge=1, alias="maxReplicas", description="Most replicas.")
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, alias="targetOngoingRequests",
+        description="Requests in flight per replica that Serve scales towards.",
+    )
+    upscale_delay_s: float = Field(
+        3.0, ge=0, alias="upscaleDelayS", description="Seconds of high load before adding one.",
+    )
+    downscale_delay_s: float = Field(
+        10.0, ge=0, alias="downscaleDelayS", description="Seconds of low load before removing one.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ServeAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) is above maxReplicas ({self.max_replicas}): "
+                "make minReplicas <= maxReplicas"
+            )
+        return self
+
+
+class ServeResources(_Model):
+    """What each replica asks Ray for (Serve ``ray_actor_options``)."""
+
+    cpus: float = Field(1.0, ge=0, description="CPUs per replica.")
+    gpus: float = Field(0.0, ge=0, description="GPUs per replica (fractions share a GPU).")
+    accelerator_type: str | None = Field(
+        None, alias="acceleratorType",
+        description="GPU model the replica needs, e.g. A100 (the cluster spec's acceleratorType).",
+    )
+
+    @model_validator(mode="after")
+    def _accelerator_needs_gpu(self) -> ServeResources:
+        if self.accelerator_type and not self.gpus:
+            raise ValueError(
+                f"acceleratorType {self.accelerator_type!r} without gpus: set gpus (e.g. 1) "
+                "or drop acceleratorType"
+            )
+        return self
+
+
+class ServeBatching(_Model):
+    """Serve's dynamic request batching in each replica (``@serve.batch``)."""
+
+    max_batch_size: int = Field(8, ge=1, alias="maxBatchSize", description="Largest batch.")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, alias="batchWaitTimeoutS",
+        description="Seconds a request waits for others to fill a batch.",
+    )
+
+
+class ServeSpec(_Model):
+    """A model service: predictor, versions and the Serve settings of their replicas."""
+
+    kind: Literal["Serve"] = Field("Serve", description="Always Serve.")
+    name: str = Field(..., description="Service name: the Serve application and its route.")
+    route_prefix: str | None = Field(
+        None, alias="routePrefix", description="HTTP route; default /<name>.",
+    )
+    framework: Literal["torch", "tensorflow", "mxnet"] = Field(
+        ..., description="The predictor's framework: torch, tensorflow or mxnet.",
+    )
+    predictor: str = Field(
+        ..., description="module:Class of the predictor, importable from workingDir.",
+    )
+    working_dir: str | None = Field(
+        None, alias="workingDir",
+        description="Folder (relative to this file) or remote URI holding the predictor's code.",
+    )
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, alias="runtimeEnv",
+        description="More Ray runtime env for the replicas (env_vars, pip, ...).",
+    )
+    versions: list[ServeVersion] = Field(..., min_length=1, description="Model versions.")
+    replicas: int | None = Field(
+        None, ge=1, description="Fixed replicas per version (instead of autoscaling).",
+    )
+    autoscaling: ServeAutoscaling | None = Field(None, description="Replica autoscaling bounds.")
+    resources: ServeResources = Field(default_factory=ServeResources, description="Per replica.")
+    max_ongoing_requests: int = Field(
+        8, ge=1, alias="maxOngoingRequests", description="Requests one replica takes at once.",
+    )
+    batching: ServeBatching = Field(default_factory=ServeBatching, description="Batching.")
+    health_check_period_s: float = Field(
+        5.0, gt=0, alias="healthCheckPeriodS", description="Seconds between health checks.",
+    )
+    cluster: str | None = Field(
+        None, description="Cluster spec file (relative to this file) for a KubeRay RayService.",
+    )
+    upgrade_strategy: Literal["NewCluster", "None"] = Field(
+        "NewCluster", alias="upgradeStrategy",
+        description="RayService upgradeStrategy.type when the cluster spec changes: NewCluster "
+        "(zero-downtime blue/green) or None (in place).",
+    )
+    health_check_timeout_s: float = Field(
+        10.0, gt=0, alias="healthCheckTimeoutS", description="Seconds a health check may take.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_dns_label(value, "name")
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _route(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"routePrefix {value!r} must start with '/', e.g. /{value}")
+        return value
+
+    @field_validator("predictor")
+    @classmethod
+    def _predictor(cls, value: str) -> str:
+        if not _IMPORT_PATH.match(value):
+            raise ValueError(
+                f"predictor {value!r} is not module:Class (e.g. digits_serving:TorchDigits)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> ServeSpec:
+        names = [v.version for v in self.versions]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"version names repeat: {', '.join(repeated)}; give each its own")
+        total = sum(v.weight for v in self.versions)
+        if total != 100:
+            shares = ", ".join(f"{v.version}={v.weight}" for v in self.versions)
+            raise ValueError(f"version weights sum to {total} ({shares}); make them sum to 100")
+        if (self.replicas is None) == (self.autoscaling is None):
+            raise ValueError(
+                "set exactly one of replicas (a fixed count) or autoscaling "
+                "(minReplicas/maxReplicas)"
+            )
+        return self
+
+    @property
+    def route(self) -> str:
+        """The HTTP route the service answers on."""
+        return self.route_prefix or f"/{self.name}"
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Version -> percent of traffic."""
+        return {v.version: v.weight for v in self.versions}
+
+    def with_weights(self, **weights: int) -> ServeSpec:
+        """A copy with new traffic shares; versions given 0 keep running without traffic.
+
+        >>> spec.with_weights(v1=90, v2=10)    # canary  # doctest: +SKIP
+        """
+        unknown = sorted(set(weights) - set(self.weights))
+        if unknown:
+            raise SpecError(
+                f"no version named {', '.join(unknown)} in service {self.name!r}",
+                f"versions are: {', '.join(self.weights)}",
+            )
+        versions = [
+            v.model_copy(update={"weight": weights.get(v.version, 0)}) for v in self.versions
+        ]
+        return self.model_copy(update={"versions": versions}).validated()
+
+    def validated(self) -> ServeSpec:
+        """Re-run every rule (after a programmatic change); raises SpecError."""
+        data = self.model_dump(by_alias=True, exclude_none=True)
+        return parse_serve_spec(data, source=f"service {self.name}")
+
+    def app_name(self, version: str) -> str:
+        """The Serve application that runs ``version`` (the service's own app is its router)."""
+        return model_app_name(self.name, version)
+
+    def uses_local_working_dir(self) -> bool:
+        """Whether ``workingDir`` is a folder on this machine (uploaded at deploy)."""
+        return bool(self.working_dir) and not _URI.match(self.working_dir or "")
+
+
+def model_app_name(service: str, version: str) -> str:
+    """Serve application name of one version of a service; the router looks versions up by it."""
+    return f"{service}--{version}"
+
+
+def is_serve_spec(data: Any) -> bool:
+    """Whether parsed YAML is a serve spec (``kind: Serve``)."""
+    return isinstance(data, dict) and data.get("kind") == "Serve"
+
+
+def parse_serve_spec(data: Any, *, source: str = "<serve spec>") -> ServeSpec:
+    """Validate a serve spec given as a mapping.
+
+    Raises:
+        SpecError: every problem with its field path and fix.
+    """
+    try:
+        return ServeSpec.model_validate(data)
+    except ValidationError as exc:
+        raise format_problems(exc, data, source) from None
+
+
+def load_serve_spec(path: str | Path) -> ServeSpec:
+    """Read a serve spec file; a relative ``workingDir`` is made absolute against the file.
+
+    Raises:
+        SpecError: missing file, malformed YAML or invalid fields.
+    """
+    file = Path(path)
+    spec = parse_serve_spec(read_yaml(file, "serve spec"), source=str(file))
+    if spec.uses_local_working_dir():
+        folder = (file.parent / str(spec.working_dir)).resolve()
+        spec = spec.model_copy(update={"working_dir": str(folder)})
+    if spec.cluster:
+        spec = spec.model_copy(update={"cluster": str((file.parent / spec.cluster).resolve())})
+    return spec
