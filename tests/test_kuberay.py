@@ -221,3 +221,37 @@ def test_rayjob_gets_its_ephemeral_cluster(namespace: str) -> None:
     assert groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"][
         "nvidia.com/gpu"] == "4"
     custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", "digits")
+
+
+def test_rayservice_and_its_disruption_budget_cover_the_serving_workers(namespace: str) -> None:
+    from kubernetes import client
+
+    from raykube.serving.rayservice import render_disruption_budget, render_rayservice
+    from raykube.serving.spec import parse_serve_spec
+    from raykube.waiting import wait_for
+
+    serve = parse_serve_spec({
+        "kind": "Serve", "name": "digits", "framework": "torch",
+        "predictor": "digits_serving:TorchDigits", "replicas": 1,
+        "versions": [{"version": "v1", "checkpoint": "/storage/ckpt"}],
+    })
+    cluster = spec_in(namespace, storage=None)
+    client.CustomObjectsApi().create_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayservices", render_rayservice(serve, cluster))
+    budget = render_disruption_budget(serve, cluster)
+    policy = client.PolicyV1Api()
+    policy.create_namespaced_pod_disruption_budget(namespace, budget)
+    workers = sum(g.replicas for g in cluster.worker_group_specs)
+
+    def budget_status() -> Any:
+        status = policy.read_namespaced_pod_disruption_budget(
+            budget["metadata"]["name"], namespace).status
+        return status if status and status.expected_pods == workers else None
+
+    # The operator builds the RayService's RayCluster; the disruption controller counts the
+    # worker pods the budget's selector matches and how many may be evicted.
+    status = wait_for(budget_status, timeout=90, what="the PDB covering every worker pod")
+    assert status.disruptions_allowed == workers - 1
+    labelled = [p for p in pods(namespace)
+                if (p.metadata.labels or {}).get("raykube.io/service") == "digits"]
+    assert len(labelled) == workers + 1  # and the head

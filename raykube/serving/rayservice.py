@@ -4,7 +4,8 @@ The RayService's ``serveConfigV2`` is the Serve config :func:`render_serve_confi
 one ``raykube serve deploy`` sends), its ``rayClusterConfig`` the RayCluster spec of the
 cluster spec file. KubeRay pods cannot read this machine's folders, so ``workingDir`` must be a
 URI they can fetch (or the code must be in the image). A PodDisruptionBudget keeps voluntary
-evictions (node drains, upgrades) from taking more than one serving worker at a time.
+evictions (node drains, upgrades) from leaving fewer serving workers than the service's
+fewest replicas.
 
 Pure functions: nothing here touches a cluster.
 """
@@ -65,14 +66,21 @@ def render_rayservice(spec: ServeSpec, cluster: ClusterSpec) -> dict[str, Any]:
 
 
 def render_disruption_budget(spec: ServeSpec, cluster: ClusterSpec) -> dict[str, Any]:
-    """A PodDisruptionBudget letting voluntary evictions take one serving worker at a time."""
+    """A PodDisruptionBudget keeping as many serving workers as the service's fewest replicas.
+
+    Kubernetes takes only an integer ``minAvailable`` for pods of a controller without a scale
+    subresource, and RayCluster has none: with ``maxUnavailable`` the disruption controller
+    stops with "rayclusters.ray.io does not implement the scale subresource" (seen on the
+    real control plane).
+    """
+    fewest = spec.replicas if spec.autoscaling is None else spec.autoscaling.min_replicas
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {"name": f"{spec.name}-workers", "namespace": cluster.namespace,
                      "labels": dict(MANAGED_BY)},
         "spec": {
-            "maxUnavailable": 1,
+            "minAvailable": max(1, fewest or 1),
             "selector": {"matchLabels": {SERVICE_LABEL: spec.name,
                                          "ray.io/node-type": "worker"}},
         },

@@ -113,6 +113,10 @@ class _ServeApi:
         return {name: app["deployed_app_config"] for name, app in apps.items()
                 if app.get("deployed_app_config")}
 
+    def app_names(self) -> list[str]:
+        """Every application Serve still has, deleting ones included."""
+        return list(self.details().get("applications") or {})
+
     def put(self, applications: list[dict[str, Any]]) -> None:
         details = self.details()
         http = details.get("http_options") or {}
@@ -151,6 +155,17 @@ def _status(api: _ServeApi, name: str, route: str | None = None) -> ServiceStatu
                          "\n".join(m for m in messages if m))
 
 
+def _failure_text(app: dict[str, Any]) -> str:
+    """Why an app failed: its message and the end of each failed deployment's (the
+    exception the user's code raised, without Serve's traceback)."""
+    parts = [app.get("message", "").strip()]
+    for name, deployment in (app.get("deployments") or {}).items():
+        lines = [ln for ln in (deployment.get("message") or "").splitlines() if ln.strip()]
+        if lines:
+            parts.append(f"{name}: " + "\n".join(lines[-3:]))
+    return "\n".join(p for p in parts if p)[-2000:]
+
+
 def _wait_applied(api: _ServeApi, spec: ServeSpec, wanted: list[dict[str, Any]],
                   progress: Progress, timeout: float) -> ServiceStatus:
     """Wait until every app of ``wanted`` runs with exactly that config, and no other app of
@@ -166,7 +181,7 @@ def _wait_applied(api: _ServeApi, spec: ServeSpec, wanted: list[dict[str, Any]],
                 continue
             status = app.get("status", "")
             if status in FAILED_STATES:
-                failure.append(f"{name}: {status}: {app.get('message', '').strip()[-1500:]}")
+                failure.append(f"{name}: {status}: {_failure_text(app)}")
                 return None
             if name not in mine:
                 pending.append(f"{name} deleting")
@@ -216,11 +231,12 @@ def _check_before_deploy(spec: ServeSpec, cluster: Cluster) -> None:
             )
     if cluster.backend.name == "local":
         for version in spec.versions:
-            if "://" not in version.checkpoint and not Path(version.checkpoint).is_dir():
+            if "://" not in version.checkpoint and not Path(version.checkpoint).exists():
                 raise SpecError(
                     f"service {spec.name}: version {version.version}'s checkpoint "
                     f"{version.checkpoint} does not exist",
-                    "use a checkpoint folder a training run wrote (TrainResult.checkpoint)",
+                    "use a checkpoint a training run wrote (TrainResult.checkpoint); on the CLI: "
+                    "--checkpoint VERSION=PATH",
                 )
 
 
@@ -267,7 +283,7 @@ class Service:
             raise ServeError(f"no service {self.name!r} on cluster {self.cluster.name!r}",
                              "`raykube serve status` lists the services there")
         self._api.put([c for n, c in configs.items() if not _belongs(n, self.name)])
-        wait_for(lambda: not any(_belongs(n, self.name) for n in self._api.app_configs()),
+        wait_for(lambda: not any(_belongs(n, self.name) for n in self._api.app_names()),
                  timeout=timeout, what=f"service {self.name} deleted")
 
 
@@ -347,6 +363,8 @@ def deploy(
     except ServeError:
         progress.say(f"service {spec.name}: putting back what ran before")
         api.put(others + list(mine_before.values()))
+        wait_for(lambda: {n for n in api.app_names() if _belongs(n, spec.name)}
+                 == set(mine_before), timeout=timeout, what=f"service {spec.name} put back")
         raise
     return Service(spec.name, handle)
 
