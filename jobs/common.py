@@ -36,15 +36,28 @@ def parse_args(description: str, epochs: int) -> argparse.Namespace:
 def final_summary(weights: list[Any], accuracy: float, started_at_epoch: int) -> dict[str, Any]:
     """Run on every worker at the end: gather each replica's parameter fingerprint and node,
     so the driver can check that the replicas are identical and where they ran."""
-    replicas = worker.gather({"fingerprint": fingerprint(weights), "node": worker.node_id()},
-                             "final")
+    replicas = worker.gather({"fingerprint": fingerprint(weights), "node": worker.node_id(),
+                              "device": _device_name()}, "final")
     return {
         "test_accuracy": float(accuracy),
         "fingerprints": [r["fingerprint"] for r in replicas],
         "nodes": [r["node"] for r in replicas],
+        "devices": [r["device"] for r in replicas],
         "started_at_epoch": started_at_epoch,
         "world_size": worker.context().world_size,
     }
+
+
+def _device_name() -> str:
+    """Where this worker computed: 'cuda:0 (NVIDIA H200)' on a real GPU, else 'cpu'."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if not worker.has_gpu():
+        return "cpu"
+    index = torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def run_example(framework: str, loop: Callable[[dict[str, Any]], Any], description: str,

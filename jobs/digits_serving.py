@@ -29,15 +29,17 @@ class TorchDigits:
         from train_torch import build_model
 
         torch.set_num_threads(1)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = build_model()
         self.model.load_state_dict(load_state(checkpoint)["model"])
-        self.model.eval()
+        self.model.to(self.device).eval()
 
     def predict(self, batch: np.ndarray) -> list[int]:
         import torch
 
         with torch.no_grad():
-            return self.model(torch.from_numpy(batch)).argmax(dim=1).tolist()
+            logits = self.model(torch.from_numpy(batch).to(self.device))
+            return logits.argmax(dim=1).cpu().tolist()
 
 
 class TensorFlowDigits:

@@ -32,7 +32,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     X_train, y_train, X_test, y_test = load_digits_split()
-    X, y = worker.shard(torch.from_numpy(X_train), torch.from_numpy(y_train))
+    device = worker.device()  # the worker's GPU where it has a real one, else the CPU
+    X, y = worker.shard(torch.from_numpy(X_train).to(device), torch.from_numpy(y_train).to(device))
     model = worker.prepare(build_model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -45,7 +46,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(worker.context().rank)
     for epoch in range(start, config["epochs"]):
         model.train()
-        order = torch.randperm(len(X), generator=generator)
+        order = torch.randperm(len(X), generator=generator).to(device)
         for i in range(0, len(X), config["batch_size"]):
             batch = order[i : i + config["batch_size"]]
             optimizer.zero_grad()
@@ -57,13 +58,14 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             {"epoch": epoch, "loss": float(loss), "test_accuracy": accuracy},
             state={
                 "epoch": epoch,
-                "model": model_of(model).state_dict(),
+                # on the CPU, so a server without a GPU can load it
+                "model": {k: v.cpu() for k, v in model_of(model).state_dict().items()},
                 "optimizer": optimizer.state_dict(),
             },
         )
         if config.get("epoch_delay_s"):
             time.sleep(config["epoch_delay_s"])  # lets tests interrupt a run mid-way
-    weights = [p.detach().numpy() for p in model.parameters()]
+    weights = [p.detach().cpu().numpy() for p in model.parameters()]
     return final_summary(weights, evaluate(model, X_test, y_test), start)
 
 
@@ -76,8 +78,9 @@ def evaluate(model: Any, X_test: Any, y_test: Any) -> float:
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
-        predicted = model(torch.from_numpy(X_test)).argmax(dim=1).numpy()
+        predicted = model(torch.from_numpy(X_test).to(device)).argmax(dim=1).cpu().numpy()
     return float((predicted == y_test).mean())
 
 

@@ -132,13 +132,16 @@ def prepare(model_or_builder: Any) -> Any:
         with _tf_strategy.scope():
             return _build(model_or_builder)
     model = _build(model_or_builder)
-    if framework == "torch" and context().world_size > 1:
-        import torch
+    if framework != "torch":
+        return model
+    import torch
 
-        if torch.cuda.is_available():
-            import ray.train.torch
+    if has_gpu():
+        import ray.train.torch
 
-            return ray.train.torch.prepare_model(model)
+        # Moves the model to this worker's GPU, and wraps it in DDP (NCCL) when there are peers.
+        return ray.train.torch.prepare_model(model)
+    if context().world_size > 1:
         # Logical GPUs (or none): DDP over gloo on the CPU, as the same job would run anywhere.
         return torch.nn.parallel.DistributedDataParallel(model)
     return model
@@ -150,11 +153,27 @@ def _build(model_or_builder: Any) -> Any:
     return model_or_builder() if is_builder else model_or_builder
 
 
-def device() -> Any:
-    """The torch device of this worker (CUDA where a GPU is really there, else CPU)."""
+def has_gpu() -> bool:
+    """Whether this worker was given a real GPU: Ray assigned it one and CUDA sees it.
+
+    A worker that asked for no GPU can still see the machine's GPUs (Ray 2.60 leaves
+    ``CUDA_VISIBLE_DEVICES`` alone for zero-GPU workers), so CUDA being available is not enough;
+    seen on an H200 machine, where a CPU-only worker otherwise trained on the GPU.
+    """
     import torch
 
-    if torch.cuda.is_available():
+    if not torch.cuda.is_available():
+        return False
+    import ray
+
+    return bool(ray.get_gpu_ids())
+
+
+def device() -> Any:
+    """The torch device of this worker (its GPU where it was given a real one, else CPU)."""
+    import torch
+
+    if has_gpu():
         import ray.train.torch
 
         return ray.train.torch.get_device()
