@@ -180,6 +180,13 @@ def device() -> Any:
     return torch.device("cpu")
 
 
+def tf_strategy() -> Any:
+    """This run's TensorFlow ``MultiWorkerMirroredStrategy`` (for custom loops: ``.run``)."""
+    if _tf_strategy is None:
+        raise RuntimeError("no TensorFlow strategy: call this inside a framework='tensorflow' run")
+    return _tf_strategy
+
+
 _kvstore: Any = None
 
 

@@ -1,0 +1,96 @@
+"""Results -> results.json, a Markdown table (printed too) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table of ``rows`` with ``columns``."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Every section of ``results`` as Markdown."""
+    machine = results["machine"]
+    parts = [f"# raykube benchmarks ({results['mode']})",
+             f"{machine['date']}: {machine['cpus']} CPUs, {machine.get('memory_gib')} GiB, "
+             f"GPU {machine.get('gpu')}, Python {machine['python']}, Ray {machine['ray']}, "
+             f"torch {machine.get('torch')}; medians of {results['repeats']} runs."]
+    if results.get("training"):
+        parts += ["## Training throughput (samples/s, steady state)",
+                  table(results["training"], ["framework", "launcher", "scaling", "workers",
+                                              "batch_per_worker", "samples_per_s", "startup_s"]),
+                  "## Scaling efficiency and raykube/native",
+                  table(results["training_summary"], ["framework", "scaling",
+                                                      "efficiency_raykube", "efficiency_native",
+                                                      "raykube_over_native_2w"])]
+    if results.get("serving"):
+        parts += ["## Serving (one-instance requests)",
+                  table(results["serving"], ["server", "concurrency", "p50_ms", "p95_ms",
+                                             "p99_ms", "req_per_s", "failures"]),
+                  table(results["serving_summary"], ["concurrency", "p50_ratio", "p99_ratio",
+                                                     "throughput_ratio"])]
+    if results.get("cluster_ops"):
+        parts += ["## Cluster operations (seconds)",
+                  table([results["cluster_ops"]], list(results["cluster_ops"]))]
+    return "\n\n".join(parts) + "\n"
+
+
+def plots(results: dict[str, Any], folder: Path) -> list[str]:
+    """training.png (throughput by workers) and serving.png (latency by concurrency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if results.get("training"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for row_key in sorted({(r["framework"], r["launcher"]) for r in results["training"]}):
+            rows = [r for r in results["training"] if (r["framework"], r["launcher"]) == row_key
+                    and r["scaling"] in ("baseline", "weak")]
+            ax.plot([r["workers"] for r in rows], [r["samples_per_s"] for r in rows], marker="o",
+                    label=f"{row_key[0]} ({row_key[1]})")
+        ax.set_xlabel("workers (weak scaling)")
+        ax.set_ylabel("samples/s")
+        ax.set_xticks([1, 2])
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "training.png", dpi=100)
+        written.append("training.png")
+    if results.get("serving"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for server in ("raykube", "plain"):
+            rows = [r for r in results["serving"] if r["server"] == server]
+            ax.plot([r["concurrency"] for r in rows], [r["p50_ms"] for r in rows], marker="o",
+                    label=f"{server} p50")
+            ax.plot([r["concurrency"] for r in rows], [r["p99_ms"] for r in rows], marker="x",
+                    linestyle="--", label=f"{server} p99")
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("latency (ms)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "serving.png", dpi=100)
+        written.append("serving.png")
+    return written
+
+
+def write(results: dict[str, Any], folder: Path) -> str:
+    """Write every output into ``folder``; return the Markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    text = markdown(results)
+    (folder / "results.md").write_text(text)
+    results["plots"] = plots(results, folder)
+    return text

@@ -1,0 +1,152 @@
+"""Serving latency and throughput: a raykube service against the same model on plain uvicorn.
+
+Both answer the same JSON protocol with the same predictor (jobs/digits_serving.TorchDigits);
+client threads send one-instance requests at several concurrency levels, each request over a
+new HTTP connection for both. Reported per level: p50/p95/p99 latency and requests/s, and the
+Serve/plain ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from raykube.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = [[0.5] * 64]
+
+
+def make_checkpoint(folder: Path) -> str:
+    """A checkpoint of the digits MLP as raykube's worker.report writes it (weights as built:
+    latency does not depend on training)."""
+    sys.path.insert(0, str(ROOT / "jobs"))
+    from train_torch import build_model
+
+    from raykube.worker import STATE_FILE
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / STATE_FILE, "wb") as handle:
+        pickle.dump({"model": build_model().state_dict(), "epoch": 0}, handle)
+    return str(folder)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def load_test(url: str, concurrency: int, requests_per_client: int) -> dict[str, float]:
+    """Latency percentiles (ms) and throughput (req/s) of ``concurrency`` clients."""
+    import json
+
+    body = json.dumps({"instances": INSTANCE}).encode()
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+
+    def client() -> None:
+        for _ in range(requests_per_client):
+            request = urllib.request.Request(url, data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    response.read()
+            except OSError:
+                with lock:
+                    failures[0] += 1
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return {"p50_ms": 1000 * percentile(latencies, 50), "p95_ms": 1000 * percentile(latencies, 95),
+            "p99_ms": 1000 * percentile(latencies, 99), "req_per_s": len(latencies) / wall,
+            "failures": failures[0]}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    import json
+
+    try:
+        request = urllib.request.Request(url, data=json.dumps({"instances": INSTANCE}).encode(),
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str, Any]]:
+    """Both servers at each concurrency level; the plain server runs while Serve is idle."""
+    from raykube.serving.service import deploy
+    from raykube.serving.spec import parse_serve_spec
+
+    levels = [1, 4] if quick else [1, 4, 16]
+    per_client = 20 if quick else 200
+    folder = Path(tempfile.mkdtemp(prefix="rk-bench-ckpt-"))
+    checkpoint = make_checkpoint(folder)
+    spec = parse_serve_spec({
+        "kind": "Serve", "name": "bench", "framework": "torch",
+        "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
+        "versions": [{"version": "v1", "checkpoint": checkpoint}],
+        "replicas": 1, "resources": {"cpus": 1}, "maxOngoingRequests": 32,
+        "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0},
+    })
+    progress("serving: deploying the raykube service")
+    service = deploy(spec, cluster)
+    port = _free_port()
+    plain_url = f"http://127.0.0.1:{port}/digits"
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), "--port", str(port),
+         "--checkpoint", checkpoint], env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
+    try:
+        wait_for(lambda: _answers(plain_url), timeout=60, what="the plain uvicorn server")
+        for url, server_name in ((service.url, "raykube"), (plain_url, "plain")):
+            load_test(url, 2, 10)  # warm-up: connections, first batches
+            for level in levels:
+                progress(f"serving: {server_name} at concurrency {level}")
+                rows.append({"server": server_name, "concurrency": level,
+                             **load_test(url, level, per_client)})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        service.delete()
+    return rows
+
+
+def summarise_serving(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Serve / plain ratios per concurrency level."""
+    out = []
+    for level in sorted({r["concurrency"] for r in rows}):
+        ray = next(r for r in rows if r["server"] == "raykube" and r["concurrency"] == level)
+        plain = next(r for r in rows if r["server"] == "plain" and r["concurrency"] == level)
+        out.append({"concurrency": level,
+                    "p50_ratio": ray["p50_ms"] / plain["p50_ms"],
+                    "p99_ratio": ray["p99_ms"] / plain["p99_ms"],
+                    "throughput_ratio": ray["req_per_s"] / plain["req_per_s"]})
+    return out

@@ -1,0 +1,48 @@
+"""The benchmark harness in quick mode: it runs end to end and writes well-formed results.
+
+Numbers are never asserted here (speed goals live in benchmarks/, reported as ratios); what is
+checked is that every section produced finite, positive figures, the table and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.local
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_quick_benchmarks_write_json_table_and_plots(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["mode"] == "quick" and results["machine"]["cpus"] >= 1
+    training = results["training"]
+    assert {(r["launcher"], r["workers"]) for r in training} == {
+        ("raykube", 1), ("raykube", 2), ("native", 1), ("native", 2)}
+    assert all(positive(r["samples_per_s"]) and positive(r["startup_s"]) for r in training)
+    summary = results["training_summary"][0]
+    assert positive(summary["efficiency_raykube"]) and positive(summary["raykube_over_native_2w"])
+    serving = results["serving"]
+    assert {r["server"] for r in serving} == {"raykube", "plain"}
+    assert all(r["failures"] == 0 and positive(r["p50_ms"]) and r["p99_ms"] >= r["p50_ms"]
+               for r in serving)
+    assert positive(results["cluster_ops"]["submit_ratio"])
+    table = (tmp_path / "results.md").read_text()
+    assert "| torch | raykube | weak | 2 |" in table
+    assert table in done.stdout
+    for plot in ("training.png", "serving.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
