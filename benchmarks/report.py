@@ -28,8 +28,12 @@ def markdown(results: dict[str, Any]) -> str:
              f"GPU {machine.get('gpu')}, Python {machine['python']}, Ray {machine['ray']}, "
              f"torch {machine.get('torch')}; medians of {results['repeats']} runs."]
     if results.get("training"):
+        ceiling = next((r for r in results["training"] if r["scaling"] == "ceiling"), None)
+        if ceiling:
+            parts.append(f"Hardware ceiling of two workers here: {ceiling['efficiency']:.2f} "
+                         "(two unsynchronised single-thread processes vs one).")
         parts += ["## Training throughput (samples/s, steady state)",
-                  table(results["training"], ["framework", "launcher", "scaling", "workers",
+                  table([r for r in results["training"] if r["scaling"] != "ceiling"], ["framework", "launcher", "scaling", "workers",
                                               "batch_per_worker", "samples_per_s", "startup_s"]),
                   "## Scaling efficiency and raykube/native",
                   table(results["training_summary"], ["framework", "scaling",
@@ -57,8 +61,9 @@ def plots(results: dict[str, Any], folder: Path) -> list[str]:
     written = []
     if results.get("training"):
         fig, ax = plt.subplots(figsize=(7, 4))
-        for row_key in sorted({(r["framework"], r["launcher"]) for r in results["training"]}):
-            rows = [r for r in results["training"] if (r["framework"], r["launcher"]) == row_key
+        trained = [r for r in results["training"] if r["scaling"] != "ceiling"]
+        for row_key in sorted({(r["framework"], r["launcher"]) for r in trained}):
+            rows = [r for r in trained if (r["framework"], r["launcher"]) == row_key
                     and r["scaling"] in ("baseline", "weak")]
             ax.plot([r["workers"] for r in rows], [r["samples_per_s"] for r in rows], marker="o",
                     label=f"{row_key[0]} ({row_key[1]})")

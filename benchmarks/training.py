@@ -174,11 +174,18 @@ def available_frameworks(quick: bool) -> list[str]:
 
 def bench_training(cluster: Any, storage: str, *, quick: bool, repeats: int,
                    progress: Any) -> list[dict[str, Any]]:
-    """Every configuration under both launchers; medians over ``repeats``."""
+    """Every configuration under both launchers; medians over ``repeats``. The first row is
+    the hardware ceiling of two workers (see :func:`hardware_ceiling`)."""
     if MXNET_PYTHON.exists():
         os.environ["RAYKUBE_MXNET_PYTHON"] = str(MXNET_PYTHON)
-    steps, warmup, batch = (8, 3, 32) if quick else (40, 5, 256)
-    rows = []
+    # Full: a per-worker batch large enough that compute outweighs the all-reduce of the
+    # 1.1M gradients (at 256 per worker even the native runs were communication-bound).
+    steps, warmup, batch = (8, 3, 32) if quick else (30, 5, 2048)
+    progress("training: hardware ceiling (two unsynchronised workers)")
+    ceilings = [hardware_ceiling(batch, steps, warmup) for _ in range(repeats)]
+    rows: list[dict[str, Any]] = [{"framework": "torch", "launcher": "none (2 processes, no sync)",
+                                   "workers": 2, "scaling": "ceiling", "batch_per_worker": batch,
+                                   "efficiency": statistics.median(ceilings), "runs": repeats}]
     for framework in available_frameworks(quick):
         for run in configs(framework, batch, steps, warmup, quick):
             for launcher in ("raykube", "native"):
@@ -198,6 +205,22 @@ def bench_training(cluster: Any, storage: str, *, quick: bool, repeats: int,
     return rows
 
 
+def hardware_ceiling(batch: int, steps: int, warmup: int) -> float:
+    """Two independent single-thread workers (no synchronisation) against one: the most any
+    launcher can get from two workers on this machine (shared caches, memory bandwidth)."""
+    code = (f"import json, sys; sys.path.insert(0, {str(HERE)!r}); from workloads import "
+            "apply_single_thread_env, torch_steps; apply_single_thread_env(); "
+            f"print(json.dumps(torch_steps(0, 1, {batch}, {steps}, {warmup})))")
+    env = {**os.environ, **single_thread_env()}
+
+    def together(n: int) -> float:
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                  text=True, env=env) for _ in range(n)]
+        return sum(json.loads(p.communicate(timeout=600)[0])["samples_per_s"] for p in procs)
+
+    return together(2) / (2 * together(1))
+
+
 def summarise_training(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Efficiency per launcher and scaling, and the raykube/native ratio per configuration."""
     def find(framework: str, launcher: str, scaling: str) -> dict[str, Any] | None:
@@ -205,6 +228,7 @@ def summarise_training(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      and r["launcher"] == launcher and r["scaling"] == scaling), None)
 
     out = []
+    rows = [r for r in rows if r["scaling"] != "ceiling"]
     for framework in sorted({r["framework"] for r in rows}):
         for scaling in ("weak", "strong"):
             entry: dict[str, Any] = {"framework": framework, "scaling": scaling}

@@ -16,11 +16,14 @@ from raykube.errors import (
     RaykubeError,
     ReadyTimeout,
     ScaleError,
+    ServeError,
     SpecError,
     TrainError,
 )
 from raykube.connection import Connection, connect
 from raykube.jobs import Job, submit
+from raykube.serving.service import Service, deploy, get_service
+from raykube.serving.spec import ServeSpec, load_serve_spec
 from raykube.spec import ClusterSpec, load_spec
 from raykube.training.api import TrainResult, train
 
@@ -41,12 +44,18 @@ __all__ = [
     "RaykubeError",
     "ReadyTimeout",
     "ScaleError",
+    "ServeError",
+    "ServeSpec",
+    "Service",
     "SpecError",
     "TrainError",
     "TrainResult",
     "connect",
+    "deploy",
     "get",
+    "get_service",
     "list_clusters",
+    "load_serve_spec",
     "load_spec",
     "submit",
     "train",

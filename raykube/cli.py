@@ -337,6 +337,27 @@ def cmd_serve_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_port_forward(args: argparse.Namespace) -> int:
+    import threading
+
+    from raykube.backends.kuberay.backend import KubeRayBackend
+
+    if args.backend != "kuberay":
+        print("error: port-forward is for KubeRay clusters: add --kube (local clusters' ports "
+              "are already on this machine: `raykube env NAME`)", file=sys.stderr)
+        return 2
+    forward, endpoints = KubeRayBackend(namespace=args.namespace).port_forward(args.name)
+    print(f"export RAY_API_SERVER_ADDRESS={endpoints.dashboard_url}")
+    print(f"# Ray Client: {endpoints.client_address}  Serve: {endpoints.serve_url}  "
+          f"GCS: {endpoints.gcs_address}", flush=True)
+    print("forwarding; Ctrl-C to stop", file=sys.stderr, flush=True)
+    try:
+        threading.Event().wait(args.seconds)
+    finally:
+        forward.close()
+    return 0
+
+
 def cmd_address(args: argparse.Namespace) -> int:
     print(clusters.get(args.name, backend=args.backend, namespace=args.namespace).dashboard_url)
     return 0
@@ -412,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also a Prometheus-operator PodMonitor for the Ray metrics")
     p.set_defaults(handler=cmd_manifest)
 
+    p = command("port-forward", cmd_port_forward,
+                "forward a KubeRay head's dashboard, client, Serve and GCS ports to this machine")
+    p.add_argument("name", help="cluster name")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p = command("address", cmd_address, "print the dashboard (Jobs API) URL of a cluster")
     p.add_argument("name", help="cluster name")
 

@@ -134,6 +134,18 @@ def _worker_group(spec: ClusterSpec, group: WorkerGroupSpec) -> dict[str, Any]:
     }
 
 
+def _gcs_fault_tolerance(spec: ClusterSpec) -> dict[str, Any]:
+    options = spec.gcs_fault_tolerance_options
+    assert options is not None
+    rendered: dict[str, Any] = {"redisAddress": options.redis_address}
+    if options.redis_password is not None:
+        rendered["redisPassword"] = {"valueFrom": {"secretKeyRef": {
+            "name": options.redis_password.secret_name, "key": options.redis_password.key}}}
+    if options.external_storage_namespace:
+        rendered["externalStorageNamespace"] = options.external_storage_namespace
+    return rendered
+
+
 def render_raycluster(spec: ClusterSpec) -> dict[str, Any]:
     """The RayCluster for ``spec``."""
     body: dict[str, Any] = {
@@ -148,6 +160,8 @@ def render_raycluster(spec: ClusterSpec) -> dict[str, Any]:
             "idleTimeoutSeconds": options.idle_timeout_seconds,
             "upscalingMode": options.upscaling_mode.value,
         }
+    if spec.gcs_fault_tolerance_options is not None:
+        body["gcsFaultToleranceOptions"] = _gcs_fault_tolerance(spec)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",

@@ -301,6 +301,37 @@ class StorageSpec(_Model):
     _quantities = field_validator("size")(classmethod(lambda cls, v: _check_quantity(v)))
 
 
+class RedisPassword(_Model):
+    """The Redis password, given by a Secret (never inline in a spec file)."""
+
+    secret_name: str = Field(..., alias="secretName", description="Secret holding the password.")
+    key: str = Field("password", description="Key of the password in that Secret.")
+
+
+class GcsFaultToleranceOptions(_Model):
+    """GCS fault tolerance (KubeRay ``gcsFaultToleranceOptions``): the head keeps its cluster
+    state in an external Redis, so a restarted head resumes and workers and Serve keep running."""
+
+    redis_address: str = Field(
+        ..., alias="redisAddress", description="host:port of the Redis, e.g. redis:6379.",
+    )
+    redis_password: RedisPassword | None = Field(
+        None, alias="redisPassword", description="Secret with the Redis password.",
+    )
+    external_storage_namespace: str | None = Field(
+        None, alias="externalStorageNamespace",
+        description="Key prefix in Redis (default: the RayCluster's UID).",
+    )
+
+    @field_validator("redis_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"redisAddress {value!r} is not host:port (e.g. redis:6379)")
+        return value
+
+
 class ClusterSpec(_Model):
     """A Ray cluster: a head, any number of worker groups, autoscaling and storage."""
 
@@ -325,6 +356,10 @@ class ClusterSpec(_Model):
         description="Idle timeout and upscaling mode of the autoscaler.",
     )
     storage: StorageSpec | None = Field(None, description="Shared checkpoint storage.")
+    gcs_fault_tolerance_options: GcsFaultToleranceOptions | None = Field(
+        None, alias="gcsFaultToleranceOptions",
+        description="External Redis for GCS fault tolerance (Kubernetes only).",
+    )
 
     @field_validator("name", "namespace")
     @classmethod

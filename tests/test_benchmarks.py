@@ -30,7 +30,8 @@ def test_quick_benchmarks_write_json_table_and_plots(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["mode"] == "quick" and results["machine"]["cpus"] >= 1
-    training = results["training"]
+    ceiling, *training = results["training"]
+    assert ceiling["scaling"] == "ceiling" and positive(ceiling["efficiency"])
     assert {(r["launcher"], r["workers"]) for r in training} == {
         ("raykube", 1), ("raykube", 2), ("native", 1), ("native", 2)}
     assert all(positive(r["samples_per_s"]) and positive(r["startup_s"]) for r in training)

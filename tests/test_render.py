@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from raykube.errors import SpecError
 from raykube.render import render_all, render_pod_monitor, render_raycluster, to_yaml
 from raykube.spec import load_spec, parse_spec
 
@@ -122,3 +123,19 @@ def test_spec_travels_to_the_pods_for_jobs() -> None:
 def test_yaml_stream_round_trips() -> None:
     objects = render_all(load_spec(ROOT / "clusters" / "gpu.yaml"), pod_monitor=True)
     assert list(yaml.safe_load_all(to_yaml(objects))) == objects
+
+
+@needs_crds
+def test_gcs_fault_tolerance_renders_with_a_secret_password() -> None:
+    data = yaml.safe_load((ROOT / "clusters" / "gpu.yaml").read_text())
+    data["gcsFaultToleranceOptions"] = {"redisAddress": "redis:6379",
+                                        "redisPassword": {"secretName": "redis-auth"}}
+    manifest = render_raycluster(parse_spec(data))
+    jsonschema.validate(manifest, crd_schema(CRDS / "ray.io_rayclusters.yaml"))
+    assert manifest["spec"]["gcsFaultToleranceOptions"] == {
+        "redisAddress": "redis:6379",
+        "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "redis-auth",
+                                                         "key": "password"}}}}
+    data["gcsFaultToleranceOptions"] = {"redisAddress": "redis"}
+    with pytest.raises(SpecError, match="redisAddress 'redis' is not host:port"):
+        parse_spec(data)

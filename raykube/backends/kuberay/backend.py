@@ -15,6 +15,7 @@ from typing import Any
 
 from raykube.backends.base import ClusterStatus, ClusterSummary, Endpoints, GroupStatus, NodeStatus
 from raykube.backends.kuberay.kube import RAY_GROUP, RAY_VERSION, KubeClients, load_clients, translate
+from raykube.backends.kuberay.portforward import PortForward
 from raykube.errors import BackendError, RaykubeError, ScaleError
 from raykube.progress import Progress
 from raykube.render import MANAGED_BY, render_raycluster, render_storage_claim
@@ -303,6 +304,37 @@ class KubeRayBackend:
         namespace = self._ns()
         self._get(name, namespace)
         return self._endpoints(name, namespace)
+
+    def port_forward(self, name: str) -> tuple[PortForward, Endpoints]:
+        """Forward the head pod's GCS, dashboard, Ray Client and Serve ports to this machine.
+
+        Returns the started forward (close it when done) and endpoints on 127.0.0.1.
+
+        Raises:
+            ClusterNotFound: no such RayCluster; BackendError: no running head pod, or the
+            API server refuses the port-forward.
+        """
+        namespace = self._ns()
+        self._get(name, namespace)
+        heads = [p for p in self._pods(name, namespace)
+                 if (p.metadata.labels or {}).get("ray.io/node-type") == "head"
+                 and p.status.phase == "Running"]
+        if not heads:
+            raise BackendError(f"RayCluster {namespace}/{name} has no running head pod",
+                               f"wait for it: `raykube status --kube {name}`")
+        ports = {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000}
+        forward = PortForward(self.kube.core, namespace, heads[0].metadata.name,
+                              list(ports.values()))
+        forward.check(ports["dashboard"])
+        forward.start()
+        local = {key: forward.local_port(port) for key, port in ports.items()}
+        return forward, Endpoints(
+            gcs_address=f"127.0.0.1:{local['gcs']}",
+            dashboard_url=f"http://127.0.0.1:{local['dashboard']}",
+            client_address=f"ray://127.0.0.1:{local['client']}",
+            serve_url=f"http://127.0.0.1:{local['serve']}",
+            auth_token_path=None,
+        )
 
     def list(self) -> list[ClusterSummary]:
         """RayClusters raykube manages in the namespace."""

@@ -299,6 +299,9 @@ class LocalBackend:
                     f"group {group.group_name!r}: rayStartParams {', '.join(ignored)} apply on "
                     "Kubernetes only; the local backend ignores them"
                 )
+        if spec.gcs_fault_tolerance_options is not None:
+            progress.say("gcsFaultToleranceOptions apply on Kubernetes only; the local head keeps "
+                         "its state in memory")
         ports = self._allocate_ports(spec)
         record = LocalRecord(
             name=spec.name,
