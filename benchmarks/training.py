@@ -142,11 +142,9 @@ def _launch_ps_lite(run: RunConfig, worker_args: list[str], env: dict[str, str])
     try:
         _wait_all(workers)
     finally:
-        for helper in helpers:
-            try:
-                helper.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                helper.kill()
+        for helper in helpers:  # the workers skipped ps-lite's exit barrier: stop the rest
+            helper.kill()
+            helper.wait()
 
 
 def configs(framework: str, batch: int, steps: int, warmup: int, quick: bool) -> list[RunConfig]:
