@@ -163,15 +163,18 @@ class KubeRayBackend:
 
     def _wait_ready(self, name: str, namespace: str, *, timeout: float,
                     progress: Progress) -> ClusterStatus:
+        latest: dict[str, Any] = {}  # the RayCluster each poll read, shared by both checks
+
         def probe() -> ClusterStatus | None:
-            status = self._status(name, namespace)
+            latest["cluster"] = self._get(name, namespace)
+            status = self._status(name, namespace, latest["cluster"])
             groups = ", ".join(f"{g.name} {g.ready}/{g.replicas}" for g in status.groups)
             progress.say(f"RayCluster {namespace}/{name}: head "
                          f"{'ready' if status.head_ready else 'starting'}; workers: {groups}")
             return status if status.is_ready else None
 
         def fail_on() -> RaykubeError | None:
-            failure = _condition(self._get(name, namespace), "RayClusterReplicaFailure")
+            failure = _condition(latest["cluster"], "RayClusterReplicaFailure")
             if failure and failure.get("status") == "True":
                 return BackendError(
                     f"RayCluster {namespace}/{name}: {failure.get('reason')}: "
@@ -185,8 +188,9 @@ class KubeRayBackend:
                         interval=0.5,
                         hint="`raykube status --backend kuberay NAME` shows groups and pods")
 
-    def _status(self, name: str, namespace: str) -> ClusterStatus:
-        cluster = self._get(name, namespace)
+    def _status(self, name: str, namespace: str,
+                cluster: dict[str, Any] | None = None) -> ClusterStatus:
+        cluster = cluster if cluster is not None else self._get(name, namespace)
         pods = self._pods(name, namespace)
 
         def running(pod: Any) -> bool:
