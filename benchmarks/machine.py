@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import socket
 from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for native launchers, servers)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def describe() -> dict[str, Any]:

@@ -50,10 +50,9 @@ def main() -> None:
         world = int(os.environ.get("DMLC_NUM_WORKER", 1))
         kvstore = None
         if world > 1:
-            import numpy as np
+            from raykube.worker import patch_numpy_for_mxnet
 
-            if not hasattr(np, "bool"):
-                np.bool = bool  # type: ignore[attr-defined]
+            patch_numpy_for_mxnet()
             import mxnet as mx
 
             kvstore = mx.kv.create("dist_sync")

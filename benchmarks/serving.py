@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import free_port
 from raykube.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,12 +81,6 @@ def load_test(url: str, concurrency: int, requests_per_client: int) -> dict[str,
             "failures": failures[0]}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _answers(url: str) -> bool:
     import json
 
@@ -117,7 +111,7 @@ def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str,
     })
     progress("serving: deploying the raykube service")
     service = deploy(spec, cluster)
-    port = _free_port()
+    port = free_port()
     plain_url = f"http://127.0.0.1:{port}/digits"
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), "--port", str(port),

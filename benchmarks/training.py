@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import free_port
 from benchmarks.workloads import (
     mxnet_steps,
     single_thread_env,
@@ -79,12 +79,6 @@ def run_raykube(cluster: Any, run: RunConfig, storage: str) -> dict[str, Any]:
     return timing
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_native(run: RunConfig) -> dict[str, Any]:
     """One run with the framework's own launcher; start-up counts from the launch."""
     env = {**os.environ, **single_thread_env(), "TF_USE_LEGACY_KERAS": "1"}
@@ -98,7 +92,7 @@ def run_native(run: RunConfig) -> dict[str, Any]:
                             f"--nproc_per_node={run.workers}", *worker_args],
                            env=env, check=True, capture_output=True, timeout=900)
         elif run.framework == "tensorflow":
-            ports = [_free_port() for _ in range(run.workers)]
+            ports = [free_port() for _ in range(run.workers)]
             procs = []
             for index in range(run.workers):
                 tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
@@ -130,7 +124,7 @@ def _launch_ps_lite(run: RunConfig, worker_args: list[str], env: dict[str, str])
         _wait_all([subprocess.Popen([python, *worker_args], env=env)])
         return
     ps_env = {**env, "DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1",
-              "DMLC_PS_ROOT_PORT": str(_free_port()),
+              "DMLC_PS_ROOT_PORT": str(free_port()),
               "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": str(run.workers)}
     serve_code = ("import numpy as np; np.bool = getattr(np, 'bool', bool); import mxnet")
     helpers = [subprocess.Popen([python, "-c", serve_code], env={**ps_env, "DMLC_ROLE": role},

@@ -111,10 +111,9 @@ def tensorflow_steps(strategy: Any, rank: int, world: int, batch: int, steps: in
 def mxnet_steps(kvstore: Any, rank: int, world: int, batch: int, steps: int,
                 warmup: int) -> dict[str, Any]:
     """Gluon with a ``dist_sync`` kvstore (ps-lite) when several workers, else local."""
-    import numpy as np
+    from raykube.worker import patch_numpy_for_mxnet
 
-    if not hasattr(np, "bool"):
-        np.bool = bool  # type: ignore[attr-defined]  # MXNet 1.9.1 and numpy's removed alias
+    patch_numpy_for_mxnet()
     import mxnet as mx
     from mxnet import autograd, gluon
 

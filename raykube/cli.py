@@ -363,6 +363,18 @@ def cmd_address(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    """--backend, --kube and --namespace: which backend a cluster command talks to."""
+    p.add_argument(
+        "--backend", choices=clusters.BACKENDS, default="local",
+        help="where the cluster runs (default: local)",
+    )
+    p.add_argument("--kube", dest="backend", action="store_const", const="kuberay",
+                   help="same as --backend kuberay (Kubernetes, via KUBECONFIG)")
+    p.add_argument("--namespace", "-n", default=None,
+                   help="Kubernetes namespace (default: the spec's, else the context's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -372,14 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument(
-            "--backend", choices=clusters.BACKENDS, default="local",
-            help="where the cluster runs (default: local)",
-        )
-        p.add_argument("--kube", dest="backend", action="store_const", const="kuberay",
-                       help="same as --backend kuberay (Kubernetes, via KUBECONFIG)")
-        p.add_argument("--namespace", "-n", default=None,
-                       help="Kubernetes namespace (default: the spec's, else the context's)")
+        _add_backend_options(p)
         p.set_defaults(handler=handler)
         return p
 
@@ -478,9 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = serve_sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--cluster", default=None,
                        help="cluster name (default: the only running local cluster)")
-        p.add_argument("--kube", dest="backend", action="store_const", const="kuberay",
-                       default="local", help="the cluster is a KubeRay RayCluster")
-        p.add_argument("--namespace", "-n", default=None, help="Kubernetes namespace")
+        _add_backend_options(p)
         p.set_defaults(handler=handler)
         return p
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from raykube.render import MANAGED_BY, render_raycluster
+from raykube.render import metadata, render_raycluster
 from raykube.spec import (
     ClusterSpec,
     _check_dns_label,
@@ -149,6 +149,6 @@ def render_rayjob(job: RayJobSpec, cluster: ClusterSpec | None) -> dict[str, Any
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
-        "metadata": {"name": job.name, "namespace": job.namespace, "labels": dict(MANAGED_BY)},
+        "metadata": metadata(job.name, job.namespace),
         "spec": spec,
     }

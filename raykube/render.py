@@ -40,6 +40,11 @@ HEAD_PORTS = [
 """The head container's ports, by KubeRay's names (its defaults for the head service)."""
 
 
+def metadata(name: str, namespace: str) -> dict[str, Any]:
+    """``metadata`` of every object raykube renders: name, namespace, managed-by label."""
+    return {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
+
+
 def claim_name(spec: ClusterSpec) -> str | None:
     """The PVC holding checkpoints, or None when the spec has no storage."""
     if spec.storage is None:
@@ -165,7 +170,7 @@ def render_raycluster(spec: ClusterSpec) -> dict[str, Any]:
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",
-        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": dict(MANAGED_BY)},
+        "metadata": metadata(spec.name, spec.namespace),
         "spec": body,
     }
 
@@ -184,7 +189,7 @@ def render_storage_claim(spec: ClusterSpec) -> dict[str, Any] | None:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "namespace": spec.namespace, "labels": dict(MANAGED_BY)},
+        "metadata": metadata(claim, spec.namespace),
         "spec": claim_spec,
     }
 
@@ -194,8 +199,7 @@ def render_pod_monitor(spec: ClusterSpec) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": {"name": f"{spec.name}-ray", "namespace": spec.namespace,
-                     "labels": dict(MANAGED_BY)},
+        "metadata": metadata(f"{spec.name}-ray", spec.namespace),
         "spec": {
             "selector": {"matchLabels": {"ray.io/cluster": spec.name}},
             "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics"}],

@@ -37,6 +37,15 @@ _run_dir: str | None = None
 _tf_strategy: Any = None
 
 
+def patch_numpy_for_mxnet() -> None:
+    """Give numpy back the alias ``np.bool`` that MXNet 1.9.1 (the last release) still uses;
+    call before importing mxnet."""
+    import numpy as np
+
+    if not hasattr(np, "bool"):
+        np.bool = bool  # type: ignore[attr-defined]
+
+
 def _activate(framework: str, run_dir: str | None) -> None:
     """Called by raykube's wrapper before the user's loop runs on a worker.
 
@@ -46,11 +55,7 @@ def _activate(framework: str, run_dir: str | None) -> None:
     global _framework, _run_dir, _tf_strategy
     _framework, _run_dir = framework, run_dir
     if framework == "mxnet":
-        import numpy as np
-
-        # MXNet 1.9.1 (the last release) still uses numpy's removed alias np.bool.
-        if not hasattr(np, "bool"):
-            np.bool = bool  # type: ignore[attr-defined]
+        patch_numpy_for_mxnet()
     if framework == "tensorflow" and _tf_strategy is None:
         import tensorflow as tf
 

@@ -188,6 +188,15 @@ def test_canary_promote_and_rollback_fail_no_request(
     assert [v.version for v in status.versions] == ["v1"]
 
 
+def wait_replaced(service: Service, gone: int, *, running: int) -> set[int | None]:
+    """The pids of v1's RUNNING replicas once ``gone`` is not among them and ``running`` are."""
+    def pids() -> set[int | None] | None:
+        now = {r.pid for r in service.status().version("v1").replicas if r.state == "RUNNING"}
+        return now if gone not in now and len(now) == running else None
+
+    return wait_for(pids, timeout=120, what=f"replica {gone} replaced")
+
+
 def test_killed_replica_under_load_costs_no_request(
         local_cluster: raykube.Cluster, services: list[Service], tmp_path: Path) -> None:
     marker = tmp_path / "healthy"
@@ -200,11 +209,7 @@ def test_killed_replica_under_load_costs_no_request(
         load.wait_for_requests(50)
         victim = sorted(p for p in before if p)[0]
         os.kill(victim, signal.SIGKILL)
-        replaced = wait_for(
-            lambda: (lambda pids: pids if victim not in pids and len(pids) == 2 else None)(
-                {r.pid for r in service.status().version("v1").replicas
-                 if r.state == "RUNNING"}),
-            timeout=120, what="the killed replica replaced")
+        replaced = wait_replaced(service, victim, running=2)
         load.wait_for_requests(50)
     assert victim not in replaced
     assert load.failures == []
@@ -220,11 +225,7 @@ def test_replica_failing_its_health_check_is_replaced(
     sick = sorted(p for p in before if p)[0]
     with Load(service.url, clients=2, body={"instances": [ROW]}) as load:
         marker.write_text(str(sick))
-        replaced = wait_for(
-            lambda: (lambda pids: pids if sick not in pids and len(pids) == 2 else None)(
-                {r.pid for r in service.status().version("v1").replicas
-                 if r.state == "RUNNING"}),
-            timeout=120, what="the unhealthy replica replaced")
+        replaced = wait_replaced(service, sick, running=2)
         load.wait_for_requests(20)
     assert sick not in replaced and len(replaced) == 2
     assert load.failures == []

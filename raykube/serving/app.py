@@ -103,10 +103,9 @@ class Model:
 
     def __init__(self, predictor: str, checkpoint: str, version: str, framework: str) -> None:
         if framework == "mxnet":
-            import numpy as np
+            from raykube.worker import patch_numpy_for_mxnet
 
-            if not hasattr(np, "bool"):  # MXNet 1.9.1 still uses numpy's removed np.bool
-                np.bool = bool  # type: ignore[attr-defined]
+            patch_numpy_for_mxnet()
         self.version = version
         self.predictor = _load_predictor(predictor, checkpoint)
         self.input_shape = tuple(self.predictor.input_shape)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from raykube.errors import SpecError
-from raykube.render import MANAGED_BY, render_raycluster
+from raykube.render import metadata, render_raycluster
 from raykube.serving.config import render_serve_config
 from raykube.serving.spec import ServeSpec
 from raykube.spec import ClusterSpec, load_spec
@@ -55,8 +55,7 @@ def render_rayservice(spec: ServeSpec, cluster: ClusterSpec) -> dict[str, Any]:
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {"name": spec.name, "namespace": cluster.namespace,
-                     "labels": dict(MANAGED_BY)},
+        "metadata": metadata(spec.name, cluster.namespace),
         "spec": {
             "upgradeStrategy": {"type": spec.upgrade_strategy},
             "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
@@ -77,8 +76,7 @@ def render_disruption_budget(spec: ServeSpec, cluster: ClusterSpec) -> dict[str,
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {"name": f"{spec.name}-workers", "namespace": cluster.namespace,
-                     "labels": dict(MANAGED_BY)},
+        "metadata": metadata(f"{spec.name}-workers", cluster.namespace),
         "spec": {
             "minAvailable": max(1, fewest or 1),
             "selector": {"matchLabels": {SERVICE_LABEL: spec.name,

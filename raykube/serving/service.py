@@ -26,6 +26,7 @@ from raykube.errors import ServeError, SpecError
 from raykube.progress import Progress
 from raykube.serving.config import (
     MODEL_DEPLOYMENT,
+    ROUTER_IMPORT_PATH,
     render_applications,
 )
 from raykube.serving.spec import ServeSpec, load_serve_spec
@@ -247,6 +248,7 @@ class Service:
         self.name = name
         self.cluster = cluster
         self._api = _ServeApi(cluster)
+        self._url: str | None = None  # the route does not change while the service runs
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, cluster={self.cluster.name!r})"
@@ -261,12 +263,14 @@ class Service:
         if status is None:
             raise ServeError(f"no service {self.name!r} on cluster {self.cluster.name!r}",
                              "`raykube serve status` lists the services there")
+        self._url = status.url
         return status
 
     @property
     def url(self) -> str:
-        """The HTTP endpoint: POST ``{"instances": [...]}`` here."""
-        return self.status().url
+        """The HTTP endpoint: POST ``{"instances": [...]}`` here (read from Serve once, not
+        on every prediction)."""
+        return self._url or self.status().url
 
     def predict(self, instances: list[Any], *, timeout: float = 30.0) -> dict[str, Any]:
         """POST ``instances`` and return the JSON answer (``predictions`` and ``version``).
@@ -387,6 +391,6 @@ def list_services(cluster: Cluster | str | None = None) -> list[ServiceStatus]:
     from raykube.cluster import resolve
 
     api = _ServeApi(resolve(cluster))
-    names = [n for n, c in api.app_configs().items() if c.get("import_path", "").endswith(
-        ":router_app")]
+    names = [n for n, c in api.app_configs().items()
+             if c.get("import_path") == ROUTER_IMPORT_PATH]
     return [s for s in (_status(api, n) for n in names) if s is not None]
