@@ -11,7 +11,6 @@ prints them for ``kubectl apply``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import yaml
@@ -24,7 +23,9 @@ from raykube.spec import (
     ClusterSpec,
     HeadGroupSpec,
     WorkerGroupSpec,
+    format_resources_param,
     group_resource,
+    parse_resources_param,
 )
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "raykube"}
@@ -115,8 +116,8 @@ def _worker_group(spec: ClusterSpec, group: WorkerGroupSpec) -> dict[str, Any]:
         resources[f"accelerator_type:{group.accelerator_type}"] = 1
     params = dict(group.ray_start_params)
     if "resources" in params:
-        resources.update(json.loads(params["resources"]))
-    params["resources"] = json.dumps(resources, sort_keys=True)
+        resources.update(parse_resources_param(params["resources"]))
+    params["resources"] = format_resources_param(resources)
     pod = _pod(spec, {
         "name": "ray-worker",
         "image": group.image or spec.resolved_image,

@@ -47,6 +47,35 @@ def group_resource(name: str) -> str:
     """The custom resource that marks the nodes of worker group ``name``."""
     return f"{GROUP_RESOURCE_PREFIX}{name}"
 
+
+def parse_resources_param(value: str) -> dict[str, float]:
+    """The custom resources of a ``resources`` rayStartParam: plain JSON, or quoted the way
+    KubeRay's docs write it for the shell (``'"{\\"Custom1\\": 1}"'``).
+
+    Raises:
+        ValueError: the value is not a JSON object.
+    """
+    import json
+
+    text = value.strip().strip("'")
+    if len(text) > 1 and text[0] == text[-1] == '"':
+        text = text[1:-1].replace('\\"', '"')
+    parsed = json.loads(text)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{value!r} is not a JSON object of resource amounts")
+    return {str(k): float(v) for k, v in parsed.items()}
+
+
+def format_resources_param(resources: dict[str, float]) -> str:
+    """A ``resources`` rayStartParam that survives the shell: KubeRay pastes rayStartParams
+    into the container's ``bash -c`` line unquoted, so a space in the JSON would split it."""
+    import json
+
+    compact = json.dumps({k: (int(v) if float(v).is_integer() else v)
+                          for k, v in resources.items()}, sort_keys=True, separators=(",", ":"))
+    return f"'{compact}'"
+
+
 SPEC_ENV = "RAYKUBE_SPEC"
 """Environment variable holding the cluster spec (YAML) on every node of a raykube cluster, so
 a job's driver can check requests against the cluster it runs on."""

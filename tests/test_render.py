@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,9 @@ def test_gpu_group_fields() -> None:
         "tolerations"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
     assert (gpu["replicas"], gpu["minReplicas"], gpu["maxReplicas"]) == (1, 0, 2)
-    assert json.loads(gpu["rayStartParams"]["resources"]) == {
-        "accelerator_type:A100": 1, "group:gpu-a100": 1000}
+    # One shell word: KubeRay pastes rayStartParams into `bash -c` unquoted.
+    (word,) = shlex.split(gpu["rayStartParams"]["resources"])
+    assert json.loads(word) == {"accelerator_type:A100": 1, "group:gpu-a100": 1000}
     assert gpu["labels"] == {"raykube.io/group": "gpu-a100"}
     cpu_pod = groups["cpu"]["template"]["spec"]
     assert "tolerations" not in cpu_pod and "nodeSelector" not in cpu_pod

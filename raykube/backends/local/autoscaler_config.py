@@ -11,10 +11,16 @@ The autoscaler re-reads this file on every update, which is how raykube scales: 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from raykube.spec import GROUP_LABEL, GROUP_RESOURCE_AMOUNT, ClusterSpec, WorkerGroupSpec, group_resource
+from raykube.spec import (
+    GROUP_LABEL,
+    GROUP_RESOURCE_AMOUNT,
+    ClusterSpec,
+    WorkerGroupSpec,
+    group_resource,
+    parse_resources_param,
+)
 
 HEAD_NODE_TYPE = "ray.head.default"
 """The fake provider's fixed name for the head's node type."""
@@ -41,7 +47,7 @@ def group_resources(group: WorkerGroupSpec) -> dict[str, float]:
         params.get("object-store-memory", DEFAULT_OBJECT_STORE_BYTES)
     )
     if "resources" in params:
-        resources.update(json.loads(params["resources"]))
+        resources.update(parse_resources_param(params["resources"]))
     return resources
 
 
