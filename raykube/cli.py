@@ -50,7 +50,7 @@ def _print_status(status: ClusterStatus) -> None:
         if node.alive:
             resources = ", ".join(
                 f"{k}={_amount(k, v)}" for k, v in sorted(node.resources.items())
-                if not k.startswith(GROUP_RESOURCE_PREFIX)
+                if not k.startswith((GROUP_RESOURCE_PREFIX, "node:"))
             )
             print(f"    {node.node_id[-10:]}  {node.group:<16} {resources}")
 
@@ -58,6 +58,14 @@ def _print_status(status: ClusterStatus) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     cluster = clusters.up(spec, backend=args.backend, timeout=args.timeout)
+    if args.backend == "kuberay":
+        endpoints = cluster.status().endpoints
+        assert endpoints is not None
+        print(f"cluster {cluster.name} is up (Ray: head and every worker joined)")
+        print(f"  dashboard (in the cluster): {endpoints.dashboard_url}")
+        print(f"next: raykube job submit --kube --cluster {cluster.name} -- python ...  |  "
+              f"raykube port-forward --kube {cluster.name} (for ray job submit, notebooks)")
+        return 0
     endpoints = cluster.endpoints
     print(f"cluster {cluster.name} is up")
     print(f"  dashboard: {endpoints.dashboard_url}")
@@ -117,6 +125,13 @@ def cmd_spec(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    if args.backend == "kuberay":
+        raise RaykubeError(
+            "a KubeRay cluster's addresses are in-cluster names; from this machine they are "
+            "reached through a port-forward, which lives as long as its process",
+            f"run `raykube port-forward --kube {args.name} --dashboard-port 8265` (it prints "
+            "RAY_API_SERVER_ADDRESS) and keep it running while you use `ray job submit`",
+        )
     endpoints = clusters.get(args.name, backend=args.backend, namespace=args.namespace).endpoints
     variables = {"RAY_API_SERVER_ADDRESS": endpoints.dashboard_url}
     variables.update(client_env(endpoints.auth_token_path))
@@ -136,7 +151,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         return 2
     runtime_env = json.loads(args.runtime_env_json) if args.runtime_env_json else None
     job = jobs.submit(
-        args.cluster, entrypoint, working_dir=args.working_dir, runtime_env=runtime_env,
+        _target_cluster(args), entrypoint, working_dir=args.working_dir, runtime_env=runtime_env,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, submission_id=args.submission_id,
     )
     print(f"job {job.job_id} submitted", file=sys.stderr, flush=True)
@@ -153,7 +168,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
 def cmd_job_status(args: argparse.Namespace) -> int:
     from raykube import jobs
 
-    info = jobs.get_job(args.cluster, args.job_id).info()
+    info = jobs.get_job(_target_cluster(args), args.job_id).info()
     print(f"{info.job_id}: {info.state.value}" + (f" ({info.message})" if info.message else ""))
     return 0
 
@@ -161,7 +176,7 @@ def cmd_job_status(args: argparse.Namespace) -> int:
 def cmd_job_logs(args: argparse.Namespace) -> int:
     from raykube import jobs
 
-    job = jobs.get_job(args.cluster, args.job_id)
+    job = jobs.get_job(_target_cluster(args), args.job_id)
     if args.follow:
         for chunk in job.stream_logs():
             print(chunk, end="", flush=True)
@@ -173,7 +188,7 @@ def cmd_job_logs(args: argparse.Namespace) -> int:
 def cmd_job_stop(args: argparse.Namespace) -> int:
     from raykube import jobs
 
-    job = jobs.get_job(args.cluster, args.job_id)
+    job = jobs.get_job(_target_cluster(args), args.job_id)
     job.stop()
     info = job.wait(timeout=args.timeout, check=False)
     print(f"job {job.job_id} {info.state.value}")
@@ -183,7 +198,7 @@ def cmd_job_stop(args: argparse.Namespace) -> int:
 def cmd_job_list(args: argparse.Namespace) -> int:
     from raykube import jobs
 
-    infos = jobs.list_jobs(args.cluster)
+    infos = jobs.list_jobs(_target_cluster(args))
     if not infos:
         print("no jobs")
     for info in infos:
@@ -221,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_workers:
         workers = (args.workers, args.max_workers)
     result = train(
-        _load_function(args.target), framework=args.framework, cluster=args.cluster,
+        _load_function(args.target), framework=args.framework, cluster=_target_cluster(args),
         num_workers=workers, cpus_per_worker=args.cpus, gpus_per_worker=args.gpus,
         worker_group=args.worker_group, storage_path=args.storage, name=args.name,
         config=json.loads(args.config) if args.config else None,
@@ -263,10 +278,16 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     return pairs
 
 
-def _serve_cluster(args: argparse.Namespace) -> clusters.Cluster | None:
-    if args.cluster is None and args.backend == "local":
-        return None  # the one running local cluster
-    return clusters.get(args.cluster or "", backend=args.backend, namespace=args.namespace)
+def _target_cluster(args: argparse.Namespace) -> clusters.Cluster | str | None:
+    """The cluster a workload command (job, serve, train) means: for the local backend the
+    name as given (None: the one running cluster); on Kubernetes a handle, whose endpoints
+    come through raykube's own port-forward."""
+    if args.backend == "local":
+        return args.cluster
+    if not args.cluster:
+        raise RaykubeError("which RayCluster? --kube needs --cluster NAME",
+                           "`raykube list --kube` shows the RayClusters raykube manages")
+    return clusters.get(args.cluster, backend=args.backend, namespace=args.namespace)
 
 
 def _print_service(status: object) -> None:
@@ -294,7 +315,7 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
     weights = _pairs(args.weight, "weight")
     if weights:
         spec = spec.with_weights(**{v: int(w) for v, w in weights.items()})
-    service = deploy(spec, _serve_cluster(args), timeout=args.timeout)
+    service = deploy(spec, _target_cluster(args), timeout=args.timeout)
     status = service.status()
     _print_service(status)
     print(f"next: curl -s -X POST {status.url} -H 'Content-Type: application/json' "
@@ -320,7 +341,7 @@ def cmd_serve_build(args: argparse.Namespace) -> int:
 def cmd_serve_status(args: argparse.Namespace) -> int:
     from raykube.serving.service import get_service, list_services
 
-    cluster = _serve_cluster(args)
+    cluster = _target_cluster(args)
     statuses = [get_service(args.name, cluster).status()] if args.name else list_services(cluster)
     if not statuses:
         print("no services")
@@ -332,7 +353,7 @@ def cmd_serve_status(args: argparse.Namespace) -> int:
 def cmd_serve_delete(args: argparse.Namespace) -> int:
     from raykube.serving.service import get_service
 
-    get_service(args.name, _serve_cluster(args)).delete(timeout=args.timeout)
+    get_service(args.name, _target_cluster(args)).delete(timeout=args.timeout)
     print(f"service {args.name} deleted")
     return 0
 
@@ -346,7 +367,10 @@ def cmd_port_forward(args: argparse.Namespace) -> int:
         print("error: port-forward is for KubeRay clusters: add --kube (local clusters' ports "
               "are already on this machine: `raykube env NAME`)", file=sys.stderr)
         return 2
-    forward, endpoints = KubeRayBackend(namespace=args.namespace).port_forward(args.name)
+    fixed = {role: port for role, port in (("dashboard", args.dashboard_port),
+                                           ("client", args.client_port),
+                                           ("serve", args.serve_port)) if port}
+    forward, endpoints = KubeRayBackend(namespace=args.namespace).port_forward(args.name, fixed)
     print(f"export RAY_API_SERVER_ADDRESS={endpoints.dashboard_url}")
     print(f"# Ray Client: {endpoints.client_address}  Serve: {endpoints.serve_url}  "
           f"GCS: {endpoints.gcs_address}", flush=True)
@@ -442,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "forward a KubeRay head's dashboard, client, Serve and GCS ports to this machine")
     p.add_argument("name", help="cluster name")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    for role, usual in (("dashboard", 8265), ("client", 10001), ("serve", 8000)):
+        p.add_argument(f"--{role}-port", type=int, default=None,
+                       help=f"local port for the head's {role} port (e.g. {usual}; default: free)")
     p = command("address", cmd_address, "print the dashboard (Jobs API) URL of a cluster")
     p.add_argument("name", help="cluster name")
 
@@ -452,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = job_sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--cluster", default=None,
                        help="cluster name or dashboard URL (default: the only running cluster)")
+        _add_backend_options(p)
         p.set_defaults(handler=handler)
         return p
 

@@ -11,11 +11,15 @@ RayCluster and waits until its pods are gone. The checkpoint PVC is kept across 
 
 from __future__ import annotations
 
+import atexit
+import os
+import threading
 from typing import Any
 
 from raykube.backends.base import ClusterStatus, ClusterSummary, Endpoints, GroupStatus, NodeStatus
 from raykube.backends.kuberay.kube import RAY_GROUP, RAY_VERSION, KubeClients, load_clients, translate
 from raykube.backends.kuberay.portforward import PortForward
+from raykube.dashboard import DashboardClient
 from raykube.errors import BackendError, RaykubeError, ScaleError
 from raykube.progress import Progress
 from raykube.render import MANAGED_BY, render_raycluster, render_storage_claim
@@ -25,6 +29,29 @@ from raykube.waiting import wait_for
 FIELD_MANAGER = "raykube"
 CLUSTER_LABEL = "ray.io/cluster"
 GROUP_POD_LABEL = "ray.io/group"
+HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000}
+"""Ports of the head pod that clients use, by role (KubeRay's defaults)."""
+
+_FORWARDS: dict[tuple[str, str, str], tuple[str, PortForward, Endpoints]] = {}
+_FORWARDS_LOCK = threading.Lock()
+"""This process's port-forwards to head pods, by (API server, namespace, cluster): opened by
+the first workload that needs one, reused while the head pod is the same, closed at exit."""
+
+
+def _close_forwards() -> None:
+    with _FORWARDS_LOCK:
+        for _, forward, _ in _FORWARDS.values():
+            forward.close()
+        _FORWARDS.clear()
+
+
+atexit.register(_close_forwards)
+
+
+def in_cluster() -> bool:
+    """Whether this process runs in a pod, where the head service's DNS name resolves."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 def _condition(cluster: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -107,8 +134,12 @@ class KubeRayBackend:
 
     def _why_stuck(self, name: str, namespace: str) -> str:
         reasons: list[str] = []
-        for pod in self._pods(name, namespace):
+        pods = self._pods(name, namespace)
+        joined = self._ray_nodes(name, namespace, pods)
+        for pod in pods:
             pod_name = pod.metadata.name
+            if pod.status.phase == "Running" and pod.status.pod_ip not in (joined or {}):
+                reasons.append(self._not_joined(pod, namespace, head_answers=joined is not None))
             for status in (pod.status.container_statuses or []):
                 waiting = status.state.waiting if status.state else None
                 if waiting and waiting.reason in ("ErrImagePull", "ImagePullBackOff",
@@ -124,6 +155,27 @@ class KubeRayBackend:
         if failure and failure.get("status") == "True":
             reasons.append(f"{failure.get('reason')}: {failure.get('message')}")
         return "; ".join(reasons) or "no pod reports a problem yet"
+
+    def _not_joined(self, pod: Any, namespace: str, *, head_answers: bool) -> str:
+        """Why a Running pod is not a Ray node: its container's restarts and last log line."""
+        labels = pod.metadata.labels or {}
+        role = "the head" if labels.get("ray.io/node-type") == "head" else \
+            f"group {labels.get(GROUP_POD_LABEL, '?')!r}"
+        what = "has not joined Ray" if head_answers else "runs, but the Ray dashboard on the " \
+            "head does not answer"
+        text = f"pod {pod.metadata.name} ({role}) {what}"
+        container = pod.spec.containers[0].name
+        for status in pod.status.container_statuses or []:
+            last = status.last_state.terminated if status.last_state else None
+            if status.name == container and status.restart_count:
+                text += f"; container {container} restarted {status.restart_count} times" + (
+                    f" (last exit code {last.exit_code})" if last else "")
+        try:
+            tail = self.kube.core.read_namespaced_pod_log(
+                pod.metadata.name, namespace, container=container, tail_lines=1)
+        except Exception:  # noqa: BLE001 - logs are a courtesy here
+            tail = ""
+        return text + (f"; last log line: {tail.strip()[:300]}" if tail.strip() else "")
 
     # ---- Backend interface ---------------------------------------------------------------
 
@@ -158,8 +210,8 @@ class KubeRayBackend:
                     claim["metadata"]["name"], namespace)
             raise
         self._wait_ready(spec.name, namespace, timeout=timeout, progress=progress)
-        progress.say(f"RayCluster {namespace}/{spec.name} is ready")
-        return self._endpoints(spec.name, namespace)
+        progress.say(f"RayCluster {namespace}/{spec.name} is ready: every worker joined Ray")
+        return self._service_endpoints(spec.name, namespace)
 
     def _wait_ready(self, name: str, namespace: str, *, timeout: float,
                     progress: Progress) -> ClusterStatus:
@@ -169,8 +221,8 @@ class KubeRayBackend:
             latest["cluster"] = self._get(name, namespace)
             status = self._status(name, namespace, latest["cluster"])
             groups = ", ".join(f"{g.name} {g.ready}/{g.replicas}" for g in status.groups)
-            progress.say(f"RayCluster {namespace}/{name}: head "
-                         f"{'ready' if status.head_ready else 'starting'}; workers: {groups}")
+            progress.say(f"RayCluster {namespace}/{name}: Ray head "
+                         f"{'up' if status.head_ready else 'starting'}; workers joined: {groups}")
             return status if status.is_ready else None
 
         def fail_on() -> RaykubeError | None:
@@ -192,11 +244,16 @@ class KubeRayBackend:
                 cluster: dict[str, Any] | None = None) -> ClusterStatus:
         cluster = cluster if cluster is not None else self._get(name, namespace)
         pods = self._pods(name, namespace)
+        head_pod_ready = (_condition(cluster, "HeadPodReady") or {}).get("status") == "True"
+        joined = self._ray_nodes(name, namespace, pods) if head_pod_ready else None
 
         def running(pod: Any) -> bool:
-            return bool(pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None)
+            """Running and joined Ray: its pod IP is an alive Ray node's."""
+            return bool(pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None
+                        and joined is not None and pod.status.pod_ip in joined)
 
-        head_ready = (_condition(cluster, "HeadPodReady") or {}).get("status") == "True"
+        head_ready = any(running(p) for p in pods
+                         if (p.metadata.labels or {}).get("ray.io/node-type") == "head")
         groups = []
         for group in cluster["spec"].get("workerGroupSpecs", []):
             ready = sum(1 for p in pods if running(p)
@@ -212,16 +269,14 @@ class KubeRayBackend:
                 group="head" if p.metadata.labels.get("ray.io/node-type") == "head"
                 else p.metadata.labels.get(GROUP_POD_LABEL, "?"),
                 alive=running(p),
-                resources={k: float(v) for k, v in (
-                    (p.spec.containers[0].resources.limits or {}) if p.spec.containers else {}
-                ).items() if k == "nvidia.com/gpu"},
+                resources=(joined or {}).get(p.status.pod_ip, {}),
             )
             for p in pods
         ]
         state = cluster.get("status", {}).get("state", "")
         return ClusterStatus(
             name=name, backend=self.name, head_ready=head_ready, groups=groups, nodes=nodes,
-            endpoints=self._endpoints(name, namespace), message=state,
+            endpoints=self._service_endpoints(name, namespace), message=state,
         )
 
     def status(self, name: str) -> ClusterStatus:
@@ -295,50 +350,105 @@ class KubeRayBackend:
         wait_for(lambda: not self._pods(name, namespace), timeout=timeout,
                  what=f"the pods of RayCluster {namespace}/{name} to go", interval=0.5)
 
-    def _endpoints(self, name: str, namespace: str) -> Endpoints:
+    def _service_endpoints(self, name: str, namespace: str) -> Endpoints:
+        """The head service's in-cluster addresses (what pods of the cluster use)."""
         service = f"{name}-head-svc.{namespace}.svc.cluster.local"
         return Endpoints(
-            gcs_address=f"{service}:6379", dashboard_url=f"http://{service}:8265",
-            client_address=f"ray://{service}:10001", serve_url=f"http://{service}:8000",
+            gcs_address=f"{service}:{HEAD_PORTS['gcs']}",
+            dashboard_url=f"http://{service}:{HEAD_PORTS['dashboard']}",
+            client_address=f"ray://{service}:{HEAD_PORTS['client']}",
+            serve_url=f"http://{service}:{HEAD_PORTS['serve']}",
             auth_token_path=None,
         )
 
     def endpoints(self, name: str) -> Endpoints:
-        """In-cluster addresses of the head service (reachable from pods in the cluster)."""
-        namespace = self._ns()
-        self._get(name, namespace)
-        return self._endpoints(name, namespace)
-
-    def port_forward(self, name: str) -> tuple[PortForward, Endpoints]:
-        """Forward the head pod's GCS, dashboard, Ray Client and Serve ports to this machine.
-
-        Returns the started forward (close it when done) and endpoints on 127.0.0.1.
+        """How this process reaches the cluster: the head service's DNS names from inside the
+        Kubernetes cluster; from anywhere else (a laptop, a notebook, CI) 127.0.0.1 ports of a
+        port-forward raykube opens through the API server, kept for this process and closed
+        when it exits. There ``gcs_address`` is the Ray Client address (``ray://``): a driver
+        outside the pod network attaches through the Ray Client server.
 
         Raises:
-            ClusterNotFound: no such RayCluster; BackendError: no running head pod, or the
-            API server refuses the port-forward.
+            ClusterNotFound: no such RayCluster; BackendError: no running head pod.
         """
         namespace = self._ns()
         self._get(name, namespace)
-        heads = [p for p in self._pods(name, namespace)
+        if in_cluster():
+            return self._service_endpoints(name, namespace)
+        return self._shared_forward(name, namespace)
+
+    def _head_pod(self, name: str, namespace: str, pods: list[Any] | None = None) -> Any:
+        heads = [p for p in (pods if pods is not None else self._pods(name, namespace))
                  if (p.metadata.labels or {}).get("ray.io/node-type") == "head"
-                 and p.status.phase == "Running"]
+                 and p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
         if not heads:
             raise BackendError(f"RayCluster {namespace}/{name} has no running head pod",
                                f"wait for it: `raykube status --kube {name}`")
-        ports = {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000}
-        forward = PortForward(self.kube.core, namespace, heads[0].metadata.name,
-                              list(ports.values()))
-        forward.check(ports["dashboard"])
+        return heads[0]
+
+    def _shared_forward(self, name: str, namespace: str, pods: list[Any] | None = None
+                        ) -> Endpoints:
+        """This process's forward to the head (see :meth:`endpoints`), reopened when the head
+        pod was replaced."""
+        head = self._head_pod(name, namespace, pods).metadata.name
+        key = (str(self.kube.core.api_client.configuration.host), namespace, name)
+        with _FORWARDS_LOCK:
+            known = _FORWARDS.get(key)
+            if known and known[0] == head:
+                return known[2]
+            if known:
+                known[1].close()
+            forward, endpoints = self._open_forward(namespace, head)
+            _FORWARDS[key] = (head, forward, endpoints)
+            return endpoints
+
+    def _open_forward(self, namespace: str, head: str,
+                      local_ports: dict[str, int] | None = None) -> tuple[PortForward, Endpoints]:
+        fixed = {HEAD_PORTS[role]: port for role, port in (local_ports or {}).items()}
+        forward = PortForward(self.kube.core, namespace, head, list(HEAD_PORTS.values()), fixed)
+        forward.check(HEAD_PORTS["dashboard"])
         forward.start()
-        local = {key: forward.local_port(port) for key, port in ports.items()}
+        local = {role: forward.local_port(port) for role, port in HEAD_PORTS.items()}
         return forward, Endpoints(
-            gcs_address=f"127.0.0.1:{local['gcs']}",
+            gcs_address=f"ray://127.0.0.1:{local['client']}",
             dashboard_url=f"http://127.0.0.1:{local['dashboard']}",
             client_address=f"ray://127.0.0.1:{local['client']}",
             serve_url=f"http://127.0.0.1:{local['serve']}",
             auth_token_path=None,
         )
+
+    def port_forward(self, name: str, local_ports: dict[str, int] | None = None
+                     ) -> tuple[PortForward, Endpoints]:
+        """Forward the head pod's GCS, dashboard, Ray Client and Serve ports to this machine.
+
+        Args:
+            local_ports: fixed local ports by role ('dashboard', 'client', 'serve', 'gcs');
+                the rest are picked free.
+
+        Returns:
+            The started forward (close it when done) and endpoints on 127.0.0.1.
+
+        Raises:
+            ClusterNotFound: no such RayCluster; BackendError: no running head pod, a local
+            port in use, or the API server refuses the port-forward.
+        """
+        namespace = self._ns()
+        self._get(name, namespace)
+        return self._open_forward(namespace, self._head_pod(name, namespace).metadata.name,
+                                  local_ports)
+
+    def _ray_nodes(self, name: str, namespace: str, pods: list[Any]
+                   ) -> dict[str, dict[str, float]] | None:
+        """The alive Ray nodes' resources by node IP, from the head's dashboard; None while it
+        does not answer."""
+        try:
+            endpoints = (self._service_endpoints(name, namespace) if in_cluster()
+                         else self._shared_forward(name, namespace, pods))
+            nodes = DashboardClient(endpoints.dashboard_url, None, timeout=5).nodes()
+        except RaykubeError:
+            return None
+        return {str(n["node_ip"]): dict(n.get("resources_total") or {})
+                for n in nodes if n.get("state") == "ALIVE"}
 
     def list(self) -> list[ClusterSummary]:
         """RayClusters raykube manages in the namespace."""

@@ -26,10 +26,13 @@ _CHUNK = 65536
 
 
 class PortForward:
-    """Forward local ports (chosen free) to ``remote_ports`` of one pod."""
+    """Forward local ports to ``remote_ports`` of one pod: free ones, or ``local_ports``
+    (remote -> local) where given."""
 
-    def __init__(self, core: Any, namespace: str, pod: str, remote_ports: list[int]) -> None:
+    def __init__(self, core: Any, namespace: str, pod: str, remote_ports: list[int],
+                 local_ports: dict[int, int] | None = None) -> None:
         self._core = core
+        self._fixed = dict(local_ports or {})
         self.namespace = namespace
         self.pod = pod
         self._listeners: dict[int, socket.socket] = {}
@@ -46,7 +49,15 @@ class PortForward:
         for remote in self._remote_ports:
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", 0))
+            try:
+                listener.bind(("127.0.0.1", self._fixed.get(remote, 0)))
+            except OSError as exc:
+                listener.close()
+                self.close()
+                raise BackendError(
+                    f"cannot listen on 127.0.0.1:{self._fixed.get(remote)} for the pod's port "
+                    f"{remote}: {exc.strerror}", "pick another local port, or stop what uses it",
+                ) from exc
             listener.listen(64)
             self._listeners[remote] = listener
             thread = threading.Thread(target=self._accept, args=(listener, remote), daemon=True,
