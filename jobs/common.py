@@ -30,6 +30,10 @@ def parse_args(description: str, epochs: int) -> argparse.Namespace:
     parser.add_argument("--gpus", type=float, default=0, help="GPUs per worker (default 0)")
     parser.add_argument("--storage", default=None, help="checkpoint folder (default: spec's)")
     parser.add_argument("--name", default=None, help="run name: the same name resumes a run")
+    parser.add_argument("--max-failures", type=int, default=0,
+                        help="restarts from the latest checkpoint after a worker dies (default 0)")
+    parser.add_argument("--epoch-delay", type=float, default=0.0,
+                        help="seconds to pause after each epoch (PyTorch example), to interrupt a run on purpose")
     return parser.parse_args()
 
 
@@ -68,7 +72,8 @@ def run_example(framework: str, loop: Callable[[dict[str, Any]], Any], descripti
     result = raykube.train(
         loop, framework=framework, cluster=args.cluster, num_workers=args.workers,
         gpus_per_worker=args.gpus, storage_path=args.storage, name=args.name,
-        config={**config, "epochs": args.epochs},
+        config={**config, "epochs": args.epochs, "epoch_delay_s": args.epoch_delay},
+        max_failures=args.max_failures,
     )
     summary = {
         "framework": framework,
@@ -77,6 +82,7 @@ def run_example(framework: str, loop: Callable[[dict[str, Any]], Any], descripti
         "replicas_identical": len(set(result.return_value["fingerprints"])) == 1,
         "epochs": result.metrics.get("epoch", -1) + 1,
         "checkpoint": result.checkpoint,
+        "started_at_epoch": result.return_value["started_at_epoch"],
         "seconds": round(time.monotonic() - started, 1),
     }
     print(json.dumps(summary, sort_keys=True))

@@ -165,6 +165,28 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_job_apply(args: argparse.Namespace) -> int:
+    from raykube.backends.kuberay.kube import load_clients
+    from raykube.backends.kuberay.rayjobs import RayJobs
+    from raykube.job_spec import load_job_spec
+
+    if args.backend != "kuberay":
+        raise RaykubeError("a RayJob runs on Kubernetes (KubeRay): add --kube",
+                           "on the local cluster run the entrypoint with `raykube job submit`")
+    job, cluster = load_job_spec(args.spec)
+    rayjobs = RayJobs(load_clients(None, args.namespace or job.namespace),
+                      args.namespace or job.namespace)
+    name = rayjobs.create(job, cluster)
+    print(f"RayJob {rayjobs.namespace}/{name} created", file=sys.stderr, flush=True)
+    if args.no_wait:
+        print(name)
+        return 0
+    status = rayjobs.wait(name, timeout=args.timeout)
+    print(f"RayJob {rayjobs.namespace}/{name}: {status.job_status} (Ray job {status.job_id} on "
+          f"RayCluster {status.cluster})")
+    return 0
+
+
 def cmd_job_status(args: argparse.Namespace) -> int:
     from raykube import jobs
 
@@ -493,6 +515,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default 3600)")
     p.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- COMMAND ...")
+    p = job_sub.add_parser("apply", help="run a RayJob spec on Kubernetes and follow it to "
+                           "the end", description="Create a KubeRay RayJob from a job spec "
+                           "(kind: RayJob) and wait until it ends; exit non-zero unless it "
+                           "SUCCEEDED.")
+    p.add_argument("spec", help="job spec file (kind: RayJob), e.g. jobs/train-digits.rayjob.yaml")
+    _add_backend_options(p)
+    p.add_argument("--no-wait", action="store_true", help="print the RayJob's name and return")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default 3600)")
+    p.set_defaults(handler=cmd_job_apply)
     for name, handler, text in (("status", cmd_job_status, "show a job's state"),
                                 ("logs", cmd_job_logs, "print a job's output"),
                                 ("stop", cmd_job_stop, "stop a running job")):

@@ -82,9 +82,30 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None
 SHARED_K8S = ROOT.parent / "shared" / "k8s"
 
 
+def start_pod_runner(env: dict[str, str], state: Path) -> subprocess.Popen[bytes]:
+    """Start tests/support/podrunner.py (the kubelet for kwok's nodes) and wait until it
+    watches, so every pod KubeRay makes runs its real commands."""
+    from raykube.waiting import wait_for
+
+    ready = state / "podrunner.ready"
+    log = (state / "podrunner.log").open("wb")
+    runner = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "support" / "podrunner.py"), "--ready-file",
+         str(ready)], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def started() -> bool:
+        if runner.poll() is not None:
+            pytest.fail(f"the pod runner exited {runner.returncode}: see {state}/podrunner.log")
+        return ready.exists()
+
+    wait_for(started, timeout=60, what="the pod runner")
+    return runner
+
+
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real Kubernetes control plane with the KubeRay operator (../shared/k8s), for the session.
+    """A real Kubernetes control plane with the KubeRay operator (../shared/k8s), for the session,
+    and the pod runner that runs its pods' processes (Ray in KubeRay's pods).
 
     Skips with a reason where the harness is absent. Yields the environment kube-up exported.
     """
@@ -105,9 +126,15 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     )
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = exported["KUBECONFIG"]
+    runner = start_pod_runner({**env, **exported}, state)
     try:
         yield exported
     finally:
+        runner.terminate()
+        try:
+            runner.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            runner.kill()
         subprocess.run([str(SHARED_K8S / "kube-down")], env={**env, **exported},
                        capture_output=True, timeout=300)
         if previous is None:
@@ -121,12 +148,45 @@ def namespace(kube: dict[str, str], request: pytest.FixtureRequest) -> Iterator[
     """A fresh namespace for one test, deleted afterwards."""
     import re
 
+    from kubernetes import client
+
+    name = make_namespace(re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-"))
+    yield name
+    client.CoreV1Api().delete_namespace(name)
+
+
+def provide_volume(namespace: str, claim: str, path: Path | None = None) -> Path:
+    """A PersistentVolume pre-bound to ``claim`` (what a storage provisioner would supply),
+    backed by a host folder that the pod runner mounts into the pods; returns that folder."""
+    from kubernetes import client
+
+    folder = path or Path(f"/tmp/pv-{namespace}")
+    folder.mkdir(parents=True, exist_ok=True)
+    client.CoreV1Api().create_persistent_volume({
+        "metadata": {"name": f"pv-{namespace}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+            "storageClassName": "", "hostPath": {"path": str(folder)},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    })
+    return folder
+
+
+def make_namespace(name: str) -> str:
+    """Create namespace ``name`` plus a random suffix; return its name."""
     from kubernetes import client, config
 
     config.load_kube_config()
-    core = client.CoreV1Api()
-    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + \
-        os.urandom(2).hex()
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
+    full = f"{name}-{os.urandom(2).hex()}"
+    client.CoreV1Api().create_namespace({"metadata": {"name": full}})
+    return full
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

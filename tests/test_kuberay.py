@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import raykube
-from conftest import SPECS, run_cli
+from conftest import SPECS, provide_volume, run_cli
 from raykube.backends.kuberay.backend import KubeRayBackend
 from raykube.errors import BackendError, ClusterNotFound, ReadyTimeout, ScaleError, SpecError
 from raykube.spec import load_spec
@@ -31,20 +31,6 @@ def spec_in(namespace: str, **changes: Any) -> raykube.ClusterSpec:
     for key, value in changes.items():
         setattr(spec, key, value)
     return spec
-
-
-def provide_volume(namespace: str, claim: str) -> None:
-    """A PersistentVolume pre-bound to ``claim``: what a storage provisioner would supply."""
-    from kubernetes import client
-
-    client.CoreV1Api().create_persistent_volume({
-        "metadata": {"name": f"pv-{namespace}"},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-            "storageClassName": "", "hostPath": {"path": f"/tmp/pv-{namespace}"},
-            "claimRef": {"namespace": namespace, "name": claim},
-        },
-    })
 
 
 def pods(namespace: str) -> list[Any]:

@@ -1,0 +1,240 @@
+"""Workloads end to end on KubeRay clusters: the real control plane of ../shared/k8s, the real
+KubeRay operator, and Ray really running in the pods it creates (tests/support/podrunner.py
+plays the kubelet: each pod's own command in its own network/PID/mount sandbox).
+
+Every test goes through raykube's public interfaces (the CLI, the Python API, the real
+``ray job submit``, a notebook kernel) from this machine, through raykube's own port-forward
+over the API server, as a user's laptop or CI would. What stays simulated: nodes (kwok), images
+(the project's Python environment stands in for rayproject/ray) and GPUs (logical: the
+``--num-gpus`` resource KubeRay passes from the ``nvidia.com/gpu`` limit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import raykube
+from conftest import ROOT, SPECS, free_port, make_namespace, provide_volume, run_cli
+from raykube.spec import load_spec
+from raykube.waiting import wait_for
+
+pytestmark = pytest.mark.k8s_e2e
+
+CLUSTER = "rk-e2e"
+ACCURACY_BAR = 0.90
+
+
+@dataclass
+class E2ECluster:
+    """The shared KubeRay cluster of this module and where its storage lies on this machine."""
+
+    namespace: str
+    cluster: raykube.Cluster
+    storage: Path
+
+    def cli(self, command: str, *args: str, timeout: float = 600
+            ) -> subprocess.CompletedProcess[str]:
+        """``raykube COMMAND --kube -n NAMESPACE ARGS...`` (``command`` may be two words)."""
+        return run_cli(*command.split(), "--kube", "-n", self.namespace, *args,
+                       timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def e2e(kube: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[E2ECluster]:
+    """One KubeRay cluster (head, CPU group, 2-GPU group, storage) for the module's tests."""
+    from kubernetes import client
+
+    namespace = make_namespace("e2e")
+    storage = provide_volume(namespace, f"{CLUSTER}-storage", tmp_path_factory.mktemp("pv"))
+    spec = load_spec(SPECS / "kube-e2e.yaml")
+    spec.namespace = namespace
+    cluster = raykube.up(spec, backend="kuberay", timeout=300)
+    yield E2ECluster(namespace, cluster, storage)
+    client.CoreV1Api().delete_namespace(namespace)
+
+
+def pods_of(namespace: str, selector: str) -> list[Any]:
+    from kubernetes import client
+
+    return [p for p in client.CoreV1Api().list_namespaced_pod(
+        namespace, label_selector=selector).items if p.metadata.deletion_timestamp is None]
+
+
+def summary_of(output: str) -> dict[str, Any]:
+    """The JSON summary line an example job prints."""
+    line = next(line for line in reversed(output.splitlines())
+                if line.startswith("{") and '"test_accuracy"' in line)
+    return dict(json.loads(line))
+
+
+def worker_ips(output: str) -> set[str]:
+    """Pod IPs the Ray Train workers ran at, from Ray's log prefixes."""
+    return set(re.findall(r"RayTrainWorker pid=\d+, ip=([\d.]+)", output))
+
+
+def test_up_waits_until_every_worker_joined_ray(e2e: E2ECluster) -> None:
+    status = e2e.cluster.status()
+    assert status.head_ready and status.is_ready
+    gpu_pod = pods_of(e2e.namespace, "ray.io/group=gpu")[0]
+    assert gpu_pod.spec.node_name.startswith("gpu-node-")
+    by_group = {n.group: n for n in status.nodes if n.alive}
+    assert by_group["gpu"].resources["GPU"] == 2, "the nvidia.com/gpu limit became Ray GPUs"
+    assert "GPU" not in by_group["cpu"].resources
+
+    shown = e2e.cli("status", CLUSTER)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"cpu\s+1\s+1\s+0\s+2", shown.stdout), shown.stdout
+
+    grown = e2e.cli("scale", CLUSTER, "--group", "cpu", "--replicas", "2", "--timeout", "180")
+    assert grown.returncode == 0, grown.stderr
+    assert e2e.cluster.status().group("cpu").ready == 2, "two CPU pods are Ray nodes"
+    shrunk = e2e.cli("scale", CLUSTER, "--group", "cpu", "--replicas", "1", "--timeout", "180")
+    assert shrunk.returncode == 0, shrunk.stderr
+    assert len(pods_of(e2e.namespace, "ray.io/group=cpu")) == 1
+
+
+def test_raykube_job_submit_trains_torch_on_the_gpu_group(e2e: E2ECluster) -> None:
+    done = e2e.cli("job submit", "--cluster", CLUSTER, "--working-dir", "jobs", "--",
+                   "python", "train_torch.py", "--gpus", "1", "--epochs", "5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = summary_of(done.stdout)
+    assert summary["test_accuracy"] >= ACCURACY_BAR and summary["replicas_identical"]
+    gpu_pod = pods_of(e2e.namespace, "ray.io/group=gpu")[0]
+    assert worker_ips(done.stdout) == {gpu_pod.status.pod_ip}, "both workers on the GPU pod"
+    assert summary["checkpoint"].startswith("/mnt/checkpoints/")
+    assert (e2e.storage / summary["checkpoint"].removeprefix("/mnt/checkpoints/")).is_dir()
+
+
+def test_ray_job_submit_cli_trains_tensorflow_through_the_port_forward(
+        e2e: E2ECluster) -> None:
+    port = free_port()
+    forward = subprocess.Popen(
+        [sys.executable, "-m", "raykube.cli", "port-forward", "--kube", "-n", e2e.namespace,
+         CLUSTER, "--dashboard-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        first = forward.stdout.readline() if forward.stdout else ""
+        assert first.strip() == f"export RAY_API_SERVER_ADDRESS=http://127.0.0.1:{port}"
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address",
+             f"http://127.0.0.1:{port}", "--working-dir", "jobs", "--", "python",
+             "train_tensorflow.py", "--epochs", "4"],
+            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    finally:
+        forward.send_signal(signal.SIGINT)
+        forward.wait(timeout=30)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    summary = summary_of(done.stdout)
+    assert summary["framework"] == "tensorflow" and summary["test_accuracy"] >= ACCURACY_BAR
+    assert summary["replicas_identical"]
+
+
+def rayjob_spec(folder: Path, name: str, entrypoint: str, mode: str) -> Path:
+    path = folder / f"{name}.rayjob.yaml"
+    path.write_text(json.dumps({
+        "kind": "RayJob", "name": name, "entrypoint": entrypoint, "submissionMode": mode,
+        "clusterSelector": {"ray.io/cluster": CLUSTER},
+    }))
+    return path
+
+
+def test_rayjobs_in_k8s_job_mode_and_http_mode_and_a_failing_one(
+        e2e: E2ECluster, tmp_path: Path) -> None:
+    count_gpus = "python -c \"import ray; ray.init(); print('gpus', ray.cluster_resources()['GPU'])\""
+    for name, mode in (("in-k8s-job", "K8sJobMode"), ("over-http", "HTTPMode")):
+        done = e2e.cli("job apply", str(rayjob_spec(tmp_path, name, count_gpus, mode)),
+                       "--timeout", "300")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"RayJob {e2e.namespace}/{name}: SUCCEEDED" in done.stdout
+        assert f"on RayCluster {CLUSTER}" in done.stdout
+    submitter = pods_of(e2e.namespace, "job-name=in-k8s-job")
+    assert submitter and submitter[0].status.phase == "Succeeded", "the runner ran the Job's pod"
+
+    failing = "python -c \"raise SystemExit('digits file missing at /data/digits.npy')\""
+    failed = e2e.cli("job apply", str(rayjob_spec(tmp_path, "fails", failing, "K8sJobMode")),
+                     "--timeout", "300")
+    assert failed.returncode == 7, failed.stderr[-3000:]
+    assert "RayJob" in failed.stderr and "ended FAILED" in failed.stderr
+    assert "digits file missing at /data/digits.npy" in failed.stderr, "the job's own message"
+    assert "Traceback" not in failed.stderr.split("--- last output ---")[0]
+
+
+def test_notebook_connects_through_the_port_forward(e2e: E2ECluster) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(ROOT / "examples" / "kubernetes.ipynb", as_version=4)
+    env = {"RAYKUBE_CLUSTER": CLUSTER, "RAYKUBE_NAMESPACE": e2e.namespace}
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    text = ["".join(o.get("text", "") for o in c.get("outputs", []))
+            for c in notebook.cells if c.cell_type == "code"]
+    assert f"connected to {CLUSTER} through ray://127.0.0.1:" in text[0]
+    assert "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in text[1]
+    gpu_pod = pods_of(e2e.namespace, "ray.io/group=gpu")[0]
+    assert f"ran on {gpu_pod.status.pod_ip}" in text[2], "the GPU task ran on the GPU pod"
+    assert "disconnected: True" in text[-1]
+
+
+def registered_epoch(storage: Path, name: str) -> int | None:
+    """Epoch of the latest checkpoint Ray Train registered for run ``name`` (see test_train)."""
+    try:
+        latest = json.loads((storage / name / "checkpoint_manager_snapshot.json").read_text()
+                            ).get("latest_checkpoint_result")
+    except (OSError, ValueError):
+        return None
+    return int(latest["metrics"]["epoch"]) if latest else None
+
+
+def test_worker_pod_killed_mid_training_resumes_from_its_checkpoint(e2e: E2ECluster) -> None:
+    job = raykube.submit(
+        e2e.cluster, "python train_torch.py --gpus 1 --epochs 10 --epoch-delay 1 "
+        "--max-failures 3 --name survives-a-crash", working_dir=str(ROOT / "jobs"))
+    wait_for(lambda: (registered_epoch(e2e.storage, "survives-a-crash") or 0) >= 2,
+             timeout=300, what="a registered checkpoint of epoch 2")
+    before = registered_epoch(e2e.storage, "survives-a-crash")
+    assert before is not None
+    gpu_pod = pods_of(e2e.namespace, "ray.io/group=gpu")[0]
+    sandbox = "rk-" + gpu_pod.metadata.uid.replace("-", "")[:12]
+    pids = subprocess.run(["ip", "netns", "pids", sandbox], capture_output=True, text=True,
+                          check=True).stdout.split()
+    assert pids, "the GPU pod's processes run in its sandbox"
+    for pid in pids:  # the container crashes: every process of the pod dies at once
+        subprocess.run(["kill", "-KILL", pid], check=False)
+    info = job.wait(timeout=600)
+    assert info.state.value == "SUCCEEDED"
+    summary = summary_of(job.logs())
+    assert summary["started_at_epoch"] >= before + 1, "resumed, not restarted from epoch 0"
+    assert summary["epochs"] == 10 and summary["test_accuracy"] >= ACCURACY_BAR
+
+    restarted = pods_of(e2e.namespace, "ray.io/group=gpu")[0]
+    restarts = sum(s.restart_count for s in restarted.status.container_statuses or [])
+    assert restarted.metadata.uid != gpu_pod.metadata.uid or restarts >= 1, \
+        "Kubernetes saw the crash (a restarted container or a replaced pod)"
+    assert e2e.cluster.status().group("gpu").ready == 1, "the GPU pod is a Ray node again"
+
+
+def test_down_removes_every_pod(e2e: E2ECluster) -> None:
+    done = e2e.cli("down", CLUSTER, "--timeout", "120")
+    assert done.returncode == 0, done.stderr
+    assert pods_of(e2e.namespace, f"ray.io/cluster={CLUSTER}") == []
