@@ -238,3 +238,42 @@ def test_down_removes_every_pod(e2e: E2ECluster) -> None:
     done = e2e.cli("down", CLUSTER, "--timeout", "120")
     assert done.returncode == 0, done.stderr
     assert pods_of(e2e.namespace, f"ray.io/cluster={CLUSTER}") == []
+
+
+def test_autoscaler_adds_a_gpu_pod_for_pending_work_and_removes_it_when_idle(
+        kube: dict[str, str]) -> None:
+    """Ray's autoscaler, run as KubeRay defines it (the head pod's sidecar, with the token of
+    the service account KubeRay made), raises the group's replicas for GPU work the cluster
+    cannot place, and removes the idle pod through workersToDelete."""
+    from kubernetes import client
+
+    namespace = make_namespace("autoscale")
+    spec = load_spec(SPECS / "kube-autoscale.yaml")
+    spec.namespace = namespace
+    try:
+        cluster = raykube.up(spec, backend="kuberay", timeout=240)
+        head = pods_of(namespace, "ray.io/node-type=head")[0]
+        assert {c.name for c in head.spec.containers} == {"ray-head", "autoscaler"}
+        assert cluster.status().group("gpu").ready == 0
+
+        job = raykube.submit(cluster, "python -c \"import ray; ray.init(); print('ran on', "
+                             "ray.get(ray.remote(num_gpus=1)(ray.util.get_node_ip_address)"
+                             ".remote()))\"")
+        grown = wait_for(lambda: pods_of(namespace, "ray.io/group=gpu") or None, timeout=120,
+                         what="the autoscaler to add a GPU pod")
+        raw = client.CustomObjectsApi().get_namespaced_custom_object(
+            "ray.io", "v1", namespace, "rayclusters", spec.name)
+        assert raw["spec"]["workerGroupSpecs"][0]["replicas"] == 1, "the autoscaler's patch"
+        assert grown[0].spec.node_name.startswith("gpu-node-")
+        assert job.wait(timeout=240).state.value == "SUCCEEDED"
+        gpu_ip = pods_of(namespace, "ray.io/group=gpu")[0].status.pod_ip
+        assert f"ran on {gpu_ip}" in job.logs(), "the GPU task ran on the new pod"
+
+        wait_for(lambda: not pods_of(namespace, "ray.io/group=gpu"), timeout=180,
+                 what="the idle GPU pod to be removed")
+        raw = client.CustomObjectsApi().get_namespaced_custom_object(
+            "ray.io", "v1", namespace, "rayclusters", spec.name)
+        assert raw["spec"]["workerGroupSpecs"][0]["replicas"] == 0
+        cluster.down()
+    finally:
+        client.CoreV1Api().delete_namespace(namespace)

@@ -1,0 +1,148 @@
+"""Services on Kubernetes as KubeRay RayServices: apply one from a serve spec, wait until it
+serves, roll out a changed spec, delete it.
+
+KubeRay owns the rollout: a change to ``serveConfigV2`` alone is applied in place to the running
+cluster (Serve starts the new version's replicas before it moves traffic), a change to the
+cluster makes a new cluster first (``upgradeStrategy: NewCluster``) and switches the serve
+service over once it is ready. raykube applies the objects with server-side apply (a second
+``apply`` is the rollout) and waits on KubeRay's status: the ``Ready`` condition, serve
+endpoints, and every Serve application of the spec RUNNING on the active cluster with no
+pending one, so "deployed" means requests are answered by the new config.
+
+Example::
+
+    services = RayServices(load_clients(None, "prod"))
+    status = services.apply(load_serve_spec("jobs/digits.rayservice.yaml"), timeout=600)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raykube.backends.kuberay.kube import RAY_GROUP, RAY_VERSION, KubeClients, translate
+from raykube.errors import ServeError
+from raykube.progress import Progress
+from raykube.serving.config import render_applications
+from raykube.serving.rayservice import render_service_manifests
+from raykube.serving.spec import ServeSpec
+from raykube.waiting import wait_for
+
+FIELD_MANAGER = "raykube"
+
+
+@dataclass(frozen=True)
+class RayServiceStatus:
+    """A RayService as KubeRay reports it."""
+
+    name: str
+    ready: bool
+    serve_endpoints: int
+    cluster: str
+    pending_cluster: str
+    applications: dict[str, str]
+    message: str
+
+    def serves(self, applications: list[str]) -> bool:
+        """Whether ``applications`` all run on the active cluster and nothing is pending."""
+        return (self.ready and self.serve_endpoints > 0 and not self.pending_cluster
+                and all(self.applications.get(a) == "RUNNING" for a in applications))
+
+
+class RayServices:
+    """Applies and follows RayServices in one namespace."""
+
+    def __init__(self, kube: KubeClients, namespace: str | None = None) -> None:
+        self.kube = kube
+        self.namespace = namespace or kube.namespace
+
+    def status(self, name: str) -> RayServiceStatus:
+        """KubeRay's view of RayService ``name`` now."""
+        try:
+            raw = self.kube.custom.get_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", name)
+        except Exception as exc:  # noqa: BLE001 - translated
+            raise translate(exc, f"RayService {self.namespace}/{name}") from exc
+        status: dict[str, Any] = raw.get("status") or {}
+        active = status.get("activeServiceStatus") or {}
+        pending = status.get("pendingServiceStatus") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        ready = conditions.get("Ready", {})
+        return RayServiceStatus(
+            name=name, ready=ready.get("status") == "True",
+            serve_endpoints=int(status.get("numServeEndpoints") or 0),
+            cluster=active.get("rayClusterName", ""),
+            pending_cluster=pending.get("rayClusterName", ""),
+            applications={app: str(info.get("status", "")) for app, info in
+                          (active.get("applicationStatuses") or {}).items()},
+            message=str(ready.get("message") or ready.get("reason") or ""),
+        )
+
+    def apply(self, spec: ServeSpec, *, timeout: float) -> RayServiceStatus:
+        """Create or update the RayService (and its PodDisruptionBudget) for ``spec``; return
+        once every application of the spec runs on the active cluster.
+
+        Raises:
+            SpecError: a local workingDir or no cluster spec; BackendError/SpecError: the API
+            refused an object; ServeError: an application failed to deploy;
+            ReadyTimeout: not serving in time.
+        """
+        service, budget = render_service_manifests(spec)
+        for body in (service, budget):
+            body["metadata"]["namespace"] = self.namespace
+        try:
+            self.kube.custom.patch_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", spec.name, service,
+                field_manager=FIELD_MANAGER, force=True,
+                _content_type="application/apply-patch+yaml")
+        except Exception as exc:  # noqa: BLE001 - translated
+            raise translate(exc, f"RayService {self.namespace}/{spec.name}") from exc
+        try:
+            from kubernetes import client
+
+            client.PolicyV1Api(self.kube.core.api_client).patch_namespaced_pod_disruption_budget(
+                budget["metadata"]["name"], self.namespace, budget, field_manager=FIELD_MANAGER,
+                force=True, _content_type="application/apply-patch+yaml")
+        except Exception as exc:  # noqa: BLE001 - translated
+            raise translate(exc, f"PodDisruptionBudget {self.namespace}/"
+                                 f"{budget['metadata']['name']}") from exc
+        return self.wait(spec, timeout=timeout)
+
+    def wait(self, spec: ServeSpec, *, timeout: float) -> RayServiceStatus:
+        """Wait until the RayService serves every application of ``spec`` (see :meth:`apply`)."""
+        wanted = [app["name"] for app in render_applications(spec)]
+        progress = Progress()
+        said: list[str] = []
+
+        def serving() -> RayServiceStatus | None:
+            status = self.status(spec.name)
+            apps = ", ".join(f"{a} {s}" for a, s in sorted(status.applications.items()))
+            line = (f"RayService {self.namespace}/{spec.name}: "
+                    f"{'ready' if status.ready else 'not ready'}, cluster "
+                    f"{status.cluster or '-'}{' (pending ' + status.pending_cluster + ')' if status.pending_cluster else ''}"
+                    f", {status.serve_endpoints} serve endpoints; apps: {apps or '-'}")
+            if not said or said[-1] != line:
+                said.append(line)
+                progress.say(line)
+            return status if status.serves(wanted) else None
+
+        def failed() -> ServeError | None:
+            status = self.status(spec.name)
+            broken = {a: s for a, s in status.applications.items() if s == "DEPLOY_FAILED"}
+            if broken and not status.pending_cluster:
+                return ServeError(f"RayService {self.namespace}/{spec.name}: application "
+                                  f"{', '.join(broken)} failed to deploy: {status.message}",
+                                  f"`kubectl -n {self.namespace} describe rayservice "
+                                  f"{spec.name}`; the Serve logs are on the head pod")
+            return None
+
+        return wait_for(serving, timeout=timeout, fail_on=failed, interval=1.0,
+                        what=f"RayService {self.namespace}/{spec.name} to serve {wanted}")
+
+    def delete(self, name: str) -> None:
+        """Delete the RayService (KubeRay deletes its clusters) and its disruption budget."""
+        try:
+            self.kube.custom.delete_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", name)
+        except Exception as exc:  # noqa: BLE001 - translated
+            raise translate(exc, f"RayService {self.namespace}/{name}") from exc
