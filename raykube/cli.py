@@ -13,12 +13,16 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from raykube import cluster as clusters
 from raykube.auth import client_env
 from raykube.backends.base import ClusterStatus
 from raykube.errors import RaykubeError
 from raykube.spec import GROUP_RESOURCE_PREFIX, explain, load_spec, spec_kind
+
+if TYPE_CHECKING:
+    from raykube.serving.spec import ServeSpec
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -337,11 +341,31 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
     weights = _pairs(args.weight, "weight")
     if weights:
         spec = spec.with_weights(**{v: int(w) for v, w in weights.items()})
+    if args.backend == "kuberay" and not args.cluster:
+        return _apply_rayservice(spec, args)
     service = deploy(spec, _target_cluster(args), timeout=args.timeout)
     status = service.status()
     _print_service(status)
     print(f"next: curl -s -X POST {status.url} -H 'Content-Type: application/json' "
           "-d '{\"instances\": [[...]]}'", file=sys.stderr)
+    return 0
+
+
+def _apply_rayservice(spec: ServeSpec, args: argparse.Namespace) -> int:
+    """``serve deploy --kube`` without ``--cluster``: the service as a KubeRay RayService on a
+    cluster of its own (``cluster:`` in the spec); a second deploy is the rollout."""
+    from raykube.backends.kuberay.kube import load_clients
+    from raykube.backends.kuberay.rayservices import RayServices
+
+    services = RayServices(load_clients(None, args.namespace), args.namespace)
+    status = services.apply(spec, timeout=args.timeout)
+    print(f"RayService {services.namespace}/{spec.name}: serving on RayCluster {status.cluster} "
+          f"({status.serve_endpoints} serve endpoints); applications: "
+          + ", ".join(f"{a} {s}" for a, s in sorted(status.applications.items())))
+    print(f"  in the cluster: http://{spec.name}-serve-svc.{services.namespace}.svc.cluster.local"
+          f":8000{spec.route}")
+    print(f"next: raykube port-forward --kube -n {services.namespace} {status.cluster} "
+          f"--serve-port 8000, then POST to http://127.0.0.1:8000{spec.route}", file=sys.stderr)
     return 0
 
 

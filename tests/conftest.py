@@ -163,7 +163,7 @@ def provide_volume(namespace: str, claim: str, path: Path | None = None) -> Path
     folder = path or Path(f"/tmp/pv-{namespace}")
     folder.mkdir(parents=True, exist_ok=True)
     client.CoreV1Api().create_persistent_volume({
-        "metadata": {"name": f"pv-{namespace}"},
+        "metadata": {"name": f"pv-{namespace}-{claim}"},
         "spec": {
             "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
             "storageClassName": "", "hostPath": {"path": str(folder)},

@@ -105,9 +105,17 @@ def test_up_waits_until_every_worker_joined_ray(e2e: E2ECluster) -> None:
     assert len(pods_of(e2e.namespace, "ray.io/group=cpu")) == 1
 
 
-def test_raykube_job_submit_trains_torch_on_the_gpu_group(e2e: E2ECluster) -> None:
-    done = e2e.cli("job submit", "--cluster", CLUSTER, "--working-dir", "jobs", "--",
+@pytest.fixture(scope="module")
+def torch_job(e2e: E2ECluster) -> subprocess.CompletedProcess[str]:
+    """The PyTorch example trained on the GPU group by `raykube job submit` (its checkpoint
+    also serves the RayService test)."""
+    return e2e.cli("job submit", "--cluster", CLUSTER, "--working-dir", "jobs", "--",
                    "python", "train_torch.py", "--gpus", "1", "--epochs", "5")
+
+
+def test_raykube_job_submit_trains_torch_on_the_gpu_group(
+        e2e: E2ECluster, torch_job: subprocess.CompletedProcess[str]) -> None:
+    done = torch_job
     assert done.returncode == 0, done.stderr[-3000:]
     summary = summary_of(done.stdout)
     assert summary["test_accuracy"] >= ACCURACY_BAR and summary["replicas_identical"]
@@ -232,6 +240,83 @@ def test_worker_pod_killed_mid_training_resumes_from_its_checkpoint(e2e: E2EClus
     assert restarted.metadata.uid != gpu_pod.metadata.uid or restarts >= 1, \
         "Kubernetes saw the crash (a restarted container or a replaced pod)"
     assert e2e.cluster.status().group("gpu").ready == 1, "the GPU pod is a Ray node again"
+
+
+def serve_spec(folder: Path, code: str, checkpoint: str, versions: dict[str, int]) -> Path:
+    """A serve spec for the digits model as a RayService on tests/specs/kube-serve.yaml."""
+    import yaml
+
+    path = folder / "digits.serve.yaml"
+    path.write_text(yaml.safe_dump({
+        "kind": "Serve", "name": "digits", "framework": "torch",
+        "predictor": "digits_serving:TorchDigits", "workingDir": code,
+        "cluster": str(SPECS / "kube-serve.yaml"), "replicas": 1, "resources": {"cpus": 0.5},
+        "versions": [{"version": v, "checkpoint": checkpoint, "weight": w}
+                     for v, w in versions.items()],
+    }))
+    return path
+
+
+def test_rayservice_serves_through_the_port_forward_and_rolls_out_without_errors(
+        e2e: E2ECluster, torch_job: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """The service as a RayService on a cluster of its own: Ready with serve endpoints, the
+    model's own answers over HTTP through raykube's port-forward, and v1 -> v2 rolled out
+    (start, shift, retire; each a serveConfigV2 KubeRay applies in place) under a client
+    that counts every failed request."""
+    import shutil
+
+    import numpy as np
+    from kubernetes import client
+
+    from raykube.backends.kuberay.backend import KubeRayBackend
+    from raykube.serving.service import post_json
+    from support.load import Load
+
+    sys.path.insert(0, str(ROOT / "jobs"))
+    from digits import load_digits_split
+    from digits_serving import TorchDigits, predict_locally
+
+    checkpoint = summary_of(torch_job.stdout)["checkpoint"]
+    provide_volume(e2e.namespace, "rk-serve-storage", e2e.storage)
+    # Code the pods can fetch: a zip on the shared storage, as on an NFS volume (file:// URI).
+    shutil.make_archive(str(e2e.storage / "code" / "jobs"), "zip", root_dir=ROOT,
+                        base_dir="jobs")
+    code = "file:///mnt/checkpoints/code/jobs.zip"
+
+    first = e2e.cli("serve deploy", str(serve_spec(tmp_path, code, checkpoint, {"v1": 100})),
+                    "--timeout", "300")
+    assert first.returncode == 0, first.stderr[-3000:]
+    raw = client.CustomObjectsApi().get_namespaced_custom_object(
+        "ray.io", "v1", e2e.namespace, "rayservices", "digits")
+    assert raw["status"]["numServeEndpoints"] > 0
+    assert {c["type"]: c["status"] for c in raw["status"]["conditions"]}["Ready"] == "True"
+    cluster = raw["status"]["activeServiceStatus"]["rayClusterName"]
+
+    url = KubeRayBackend(namespace=e2e.namespace).endpoints(cluster).serve_url + "/digits"
+    _, _, X_test, _ = load_digits_split()
+    batch = X_test[:40]
+    answer = post_json(url, {"instances": batch.tolist()})
+    local_checkpoint = str(e2e.storage / checkpoint.removeprefix("/mnt/checkpoints/"))
+    assert answer["predictions"] == predict_locally(TorchDigits, local_checkpoint,
+                                                    np.asarray(batch))
+    assert answer["version"] == "v1"
+
+    with Load(url, clients=3, body={"instances": batch[:4].tolist()}) as load:
+        load.wait_for_requests(20)
+        rolled = e2e.cli("serve deploy", str(serve_spec(tmp_path, code, checkpoint,
+                                                        {"v2": 100})), "--timeout", "300")
+        assert rolled.returncode == 0, rolled.stderr[-3000:]
+        during = (sum(load.answers.values()), list(load.failures))
+        load.reset()
+        load.wait_for_requests(20)
+    assert during[0] >= 20 and during[1] == [], during[1][:3]
+    assert load.failures == [], load.failures[:3]
+    assert set(load.answers) == {"v2"}, "every request after the rollout meets v2"
+    assert "RayService" in rolled.stdout and "digits--v2 RUNNING" in rolled.stdout
+    assert "digits--v1" not in rolled.stdout, "v1 retired"
+    assert client.CustomObjectsApi().get_namespaced_custom_object(
+        "ray.io", "v1", e2e.namespace, "rayservices", "digits")["status"][
+        "activeServiceStatus"]["rayClusterName"] == cluster, "rolled out in place"
 
 
 def test_down_removes_every_pod(e2e: E2ECluster) -> None:

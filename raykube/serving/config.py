@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raykube.serving.spec import ServeSpec
+from raykube.serving.spec import ServeSpec, model_app_name
 
 ROUTER_IMPORT_PATH = "raykube.serving.app:router_app"
 MODEL_IMPORT_PATH = "raykube.serving.app:model_app"
@@ -147,3 +147,34 @@ def render_serve_config(
         "http_options": {"host": "0.0.0.0", "port": http_port},
         "applications": render_applications(spec, working_dir=working_dir),
     }
+
+
+def belongs_to(app_name: str, service: str) -> bool:
+    """Whether Serve application ``app_name`` is ``service``'s router or one of its versions."""
+    return app_name == service or app_name.startswith(model_app_name(service, ""))
+
+
+def rollout_steps(before: list[dict[str, Any]], new_apps: list[dict[str, Any]],
+                  service: str) -> list[list[dict[str, Any]]]:
+    """The Serve application lists a rollout goes through, each applied and awaited in turn.
+
+    ``before`` is every application the cluster runs now, ``new_apps`` the service's new ones
+    (router first). A first deploy is one step. A rollout is three, so no request meets a
+    version that is not up: *start* (new versions beside the old ones, the old router and
+    traffic shares), *shift* (the new router and shares, old versions still up), *retire*
+    (old versions gone). Other services' applications are carried through every step.
+    """
+    others = [a for a in before if not belongs_to(a["name"], service)]
+    mine_before = {a["name"]: a for a in before if belongs_to(a["name"], service)}
+    new_names = {a["name"] for a in new_apps}
+    steps: list[list[dict[str, Any]]] = []
+    if service in mine_before:
+        retiring = [a for n, a in mine_before.items() if n not in new_names]
+        steps.append(others + [mine_before[service]] + new_apps[1:] + retiring)
+        steps.append(others + new_apps + retiring)
+    steps.append(others + new_apps)
+    unique: list[list[dict[str, Any]]] = []
+    for step in steps:
+        if not unique or unique[-1] != step:
+            unique.append(step)
+    return unique

@@ -29,7 +29,12 @@ SERVE_PORT = 8000
 """Serve's HTTP port in KubeRay pods (the head service's ``serve`` port)."""
 
 
-def _check_for_kubernetes(spec: ServeSpec) -> ClusterSpec:
+def check_for_kubernetes(spec: ServeSpec) -> ClusterSpec:
+    """The cluster spec of a service bound for KubeRay, after checking the pods can get its code.
+
+    Raises:
+        SpecError: a local workingDir, no ``cluster:``, or an invalid cluster spec.
+    """
     if spec.uses_local_working_dir():
         raise SpecError(
             f"service {spec.name}: workingDir {spec.working_dir} is a local folder, which "
@@ -46,12 +51,16 @@ def _check_for_kubernetes(spec: ServeSpec) -> ClusterSpec:
     return load_spec(spec.cluster)
 
 
-def render_rayservice(spec: ServeSpec, cluster: ClusterSpec) -> dict[str, Any]:
-    """The RayService running ``spec`` on a cluster built from ``cluster``."""
+def render_rayservice(spec: ServeSpec, cluster: ClusterSpec,
+                      applications: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The RayService running ``spec`` on a cluster built from ``cluster``; ``applications``
+    replaces the spec's own Serve applications (a rollout's intermediate steps)."""
     cluster_body = render_raycluster(cluster)["spec"]
     for group in [cluster_body["headGroupSpec"], *cluster_body["workerGroupSpecs"]]:
         group["template"]["metadata"]["labels"][SERVICE_LABEL] = spec.name
     serve_config = render_serve_config(spec, http_port=SERVE_PORT, proxy_location="EveryNode")
+    if applications is not None:
+        serve_config["applications"] = applications
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -91,5 +100,5 @@ def render_service_manifests(spec: ServeSpec) -> list[dict[str, Any]]:
     Raises:
         SpecError: a local workingDir, no cluster spec, or an invalid cluster spec.
     """
-    cluster = _check_for_kubernetes(spec)
+    cluster = check_for_kubernetes(spec)
     return [render_rayservice(spec, cluster), render_disruption_budget(spec, cluster)]

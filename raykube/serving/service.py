@@ -27,7 +27,9 @@ from raykube.progress import Progress
 from raykube.serving.config import (
     MODEL_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
+    belongs_to,
     render_applications,
+    rollout_steps,
 )
 from raykube.serving.spec import ServeSpec, load_serve_spec
 from raykube.waiting import wait_for
@@ -89,10 +91,6 @@ class ServiceStatus:
         raise KeyError(name)
 
 
-def _belongs(app_name: str, service: str) -> bool:
-    return app_name == service or app_name.startswith(f"{service}--")
-
-
 class _ServeApi:
     """The Serve REST API of one cluster, and how it runs there."""
 
@@ -146,12 +144,12 @@ def _status(api: _ServeApi, name: str, route: str | None = None) -> ServiceStatu
     weights = (deployments[0].get("user_config") or {}).get("weights", {})
     versions = []
     for app_name, app in sorted(apps.items()):
-        if app_name != name and _belongs(app_name, name):
+        if app_name != name and belongs_to(app_name, name):
             version = app_name.split("--", 1)[1]
             versions.append(VersionStatus(version, int(weights.get(version, 0)),
                                           app.get("status", ""), _replicas(app, MODEL_DEPLOYMENT)))
     route = route or config.get("route_prefix") or f"/{name}"
-    messages = [a.get("message", "") for n, a in apps.items() if _belongs(n, name)]
+    messages = [a.get("message", "") for n, a in apps.items() if belongs_to(n, name)]
     return ServiceStatus(name, router.get("status", ""), api.serve_url + route, versions,
                          "\n".join(m for m in messages if m))
 
@@ -171,14 +169,14 @@ def _wait_applied(api: _ServeApi, spec: ServeSpec, wanted: list[dict[str, Any]],
                   progress: Progress, timeout: float) -> ServiceStatus:
     """Wait until every app of ``wanted`` runs with exactly that config, and no other app of
     the service is left; raise ServeError as soon as one fails."""
-    mine = {a["name"]: a for a in wanted if _belongs(a["name"], spec.name)}
+    mine = {a["name"]: a for a in wanted if belongs_to(a["name"], spec.name)}
     failure: list[str] = []
 
     def probe() -> ServiceStatus | None:
         apps = api.details().get("applications") or {}
         pending = []
         for name, app in apps.items():
-            if not _belongs(name, spec.name):
+            if not belongs_to(name, spec.name):
                 continue
             status = app.get("status", "")
             if status in FAILED_STATES:
@@ -286,8 +284,8 @@ class Service:
         if self.name not in configs:
             raise ServeError(f"no service {self.name!r} on cluster {self.cluster.name!r}",
                              "`raykube serve status` lists the services there")
-        self._api.put([c for n, c in configs.items() if not _belongs(n, self.name)])
-        wait_for(lambda: not any(_belongs(n, self.name) for n in self._api.app_names()),
+        self._api.put([c for n, c in configs.items() if not belongs_to(n, self.name)])
+        wait_for(lambda: not any(belongs_to(n, self.name) for n in self._api.app_names()),
                  timeout=timeout, what=f"service {self.name} deleted")
 
 
@@ -345,29 +343,17 @@ def deploy(
                      and handle.backend.name == "local" else None)
 
     before = api.app_configs()
-    others = [c for n, c in before.items() if not _belongs(n, spec.name)]
-    mine_before = {n: c for n, c in before.items() if _belongs(n, spec.name)}
+    others = [c for n, c in before.items() if not belongs_to(n, spec.name)]
+    mine_before = {n: c for n, c in before.items() if belongs_to(n, spec.name)}
     new_apps = render_applications(spec, working_dir=working_dir, py_executable=py_executable)
-    new_by_name = {a["name"]: a for a in new_apps}
-    steps: list[list[dict[str, Any]]] = []
-    if spec.name in mine_before:
-        # start: new versions beside the old ones, old traffic shares (the router unchanged)
-        retiring = [c for n, c in mine_before.items() if n not in new_by_name]
-        steps.append(others + [mine_before[spec.name]] + new_apps[1:] + retiring)
-        steps.append(others + new_apps + retiring)  # shift
-    steps.append(others + new_apps)  # retire (or, on a first deploy, everything at once)
     try:
-        last: list[dict[str, Any]] | None = None
-        for applications in steps:
-            if applications == last:
-                continue
+        for applications in rollout_steps(list(before.values()), new_apps, spec.name):
             api.put(applications)
             _wait_applied(api, spec, applications, progress, timeout)
-            last = applications
     except ServeError:
         progress.say(f"service {spec.name}: putting back what ran before")
         api.put(others + list(mine_before.values()))
-        wait_for(lambda: {n for n in api.app_names() if _belongs(n, spec.name)}
+        wait_for(lambda: {n for n in api.app_names() if belongs_to(n, spec.name)}
                  == set(mine_before), timeout=timeout, what=f"service {spec.name} put back")
         raise
     return Service(spec.name, handle)

@@ -20,15 +20,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from raykube.backends.kuberay.kube import RAY_GROUP, RAY_VERSION, KubeClients, translate
 from raykube.errors import ServeError
 from raykube.progress import Progress
-from raykube.serving.config import render_applications
-from raykube.serving.rayservice import render_service_manifests
+from raykube.render import render_storage_claim
+from raykube.serving.config import render_applications, rollout_steps
+from raykube.serving.rayservice import (
+    check_for_kubernetes,
+    render_disruption_budget,
+    render_rayservice,
+)
 from raykube.serving.spec import ServeSpec
 from raykube.waiting import wait_for
 
-FIELD_MANAGER = "raykube"
+_APPLY = {"field_manager": "raykube", "force": True,
+          "_content_type": "application/apply-patch+yaml"}
+"""Server-side apply: a second apply with a changed spec patches what the first made."""
 
 
 @dataclass(frozen=True)
@@ -78,66 +87,95 @@ class RayServices:
             message=str(ready.get("message") or ready.get("reason") or ""),
         )
 
+    def _applications(self, name: str) -> list[dict[str, Any]]:
+        """The Serve applications the RayService runs now (none when it does not exist)."""
+        try:
+            raw = self.kube.custom.get_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", name)
+        except Exception as exc:  # noqa: BLE001 - translated
+            if getattr(exc, "status", None) == 404:
+                return []
+            raise translate(exc, f"RayService {self.namespace}/{name}") from exc
+        config = yaml.safe_load(raw["spec"].get("serveConfigV2") or "{}") or {}
+        return list(config.get("applications") or [])
+
+    def _send(self, body: dict[str, Any], what: str, send: Any) -> None:
+        body["metadata"]["namespace"] = self.namespace
+        try:
+            send(body)
+        except Exception as exc:  # noqa: BLE001 - translated
+            raise translate(exc, what) from exc
+
     def apply(self, spec: ServeSpec, *, timeout: float) -> RayServiceStatus:
-        """Create or update the RayService (and its PodDisruptionBudget) for ``spec``; return
-        once every application of the spec runs on the active cluster.
+        """Create the RayService (and its PodDisruptionBudget) for ``spec``, or roll the running
+        one out to it; return once every application of ``spec`` runs on the active cluster.
+
+        A rollout goes through :func:`~raykube.serving.config.rollout_steps` (start the new
+        versions, shift traffic, retire the old), one ``serveConfigV2`` per step, each awaited,
+        so no request reaches a version that is not up.
 
         Raises:
             SpecError: a local workingDir or no cluster spec; BackendError/SpecError: the API
             refused an object; ServeError: an application failed to deploy;
-            ReadyTimeout: not serving in time.
+            ReadyTimeout: a step did not finish in ``timeout``.
         """
-        service, budget = render_service_manifests(spec)
-        for body in (service, budget):
-            body["metadata"]["namespace"] = self.namespace
-        try:
-            self.kube.custom.patch_namespaced_custom_object(
-                RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", spec.name, service,
-                field_manager=FIELD_MANAGER, force=True,
-                _content_type="application/apply-patch+yaml")
-        except Exception as exc:  # noqa: BLE001 - translated
-            raise translate(exc, f"RayService {self.namespace}/{spec.name}") from exc
-        try:
-            from kubernetes import client
+        from kubernetes import client
 
-            client.PolicyV1Api(self.kube.core.api_client).patch_namespaced_pod_disruption_budget(
-                budget["metadata"]["name"], self.namespace, budget, field_manager=FIELD_MANAGER,
-                force=True, _content_type="application/apply-patch+yaml")
-        except Exception as exc:  # noqa: BLE001 - translated
-            raise translate(exc, f"PodDisruptionBudget {self.namespace}/"
-                                 f"{budget['metadata']['name']}") from exc
-        return self.wait(spec, timeout=timeout)
+        cluster = check_for_kubernetes(spec)
+        budget = render_disruption_budget(spec, cluster)
+        policy = client.PolicyV1Api(self.kube.core.api_client)
+        self._send(budget, f"PodDisruptionBudget {self.namespace}/{budget['metadata']['name']}",
+                   lambda body: policy.patch_namespaced_pod_disruption_budget(
+                       body["metadata"]["name"], self.namespace, body, **_APPLY))
+        claim = render_storage_claim(cluster)
+        if claim:  # the checkpoint volume every pod of the service's clusters mounts
+            self._send(claim, f"PersistentVolumeClaim {self.namespace}/{claim['metadata']['name']}",
+                       lambda body: self.kube.core.patch_namespaced_persistent_volume_claim(
+                           body["metadata"]["name"], self.namespace, body, **_APPLY))
+        status: RayServiceStatus | None = None
+        steps = rollout_steps(self._applications(spec.name), render_applications(spec),
+                              spec.name)
+        for applications in steps:
+            service = render_rayservice(spec, cluster, applications)
+            self._send(service, f"RayService {self.namespace}/{spec.name}",
+                       lambda body: self.kube.custom.patch_namespaced_custom_object(
+                           RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", spec.name,
+                           body, **_APPLY))
+            status = self.wait(spec.name, [a["name"] for a in applications], timeout=timeout)
+        assert status is not None
+        return status
 
-    def wait(self, spec: ServeSpec, *, timeout: float) -> RayServiceStatus:
-        """Wait until the RayService serves every application of ``spec`` (see :meth:`apply`)."""
-        wanted = [app["name"] for app in render_applications(spec)]
+    def wait(self, name: str, wanted: list[str], *, timeout: float) -> RayServiceStatus:
+        """Wait until RayService ``name`` runs the Serve applications ``wanted``, and only
+        those, on its active cluster."""
         progress = Progress()
         said: list[str] = []
 
         def serving() -> RayServiceStatus | None:
-            status = self.status(spec.name)
+            status = self.status(name)
             apps = ", ".join(f"{a} {s}" for a, s in sorted(status.applications.items()))
-            line = (f"RayService {self.namespace}/{spec.name}: "
+            line = (f"RayService {self.namespace}/{name}: "
                     f"{'ready' if status.ready else 'not ready'}, cluster "
                     f"{status.cluster or '-'}{' (pending ' + status.pending_cluster + ')' if status.pending_cluster else ''}"
                     f", {status.serve_endpoints} serve endpoints; apps: {apps or '-'}")
             if not said or said[-1] != line:
                 said.append(line)
                 progress.say(line)
-            return status if status.serves(wanted) else None
+            return status if status.serves(wanted) and set(status.applications) == set(wanted) \
+                else None
 
         def failed() -> ServeError | None:
-            status = self.status(spec.name)
+            status = self.status(name)
             broken = {a: s for a, s in status.applications.items() if s == "DEPLOY_FAILED"}
             if broken and not status.pending_cluster:
-                return ServeError(f"RayService {self.namespace}/{spec.name}: application "
+                return ServeError(f"RayService {self.namespace}/{name}: application "
                                   f"{', '.join(broken)} failed to deploy: {status.message}",
                                   f"`kubectl -n {self.namespace} describe rayservice "
-                                  f"{spec.name}`; the Serve logs are on the head pod")
+                                  f"{name}`; the Serve logs are on the head pod")
             return None
 
         return wait_for(serving, timeout=timeout, fail_on=failed, interval=1.0,
-                        what=f"RayService {self.namespace}/{spec.name} to serve {wanted}")
+                        what=f"RayService {self.namespace}/{name} to serve {wanted}")
 
     def delete(self, name: str) -> None:
         """Delete the RayService (KubeRay deletes its clusters) and its disruption budget."""
