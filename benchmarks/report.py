@@ -45,9 +45,10 @@ def markdown(results: dict[str, Any]) -> str:
                                              "p99_ms", "req_per_s", "failures"]),
                   table(results["serving_summary"], ["concurrency", "p50_ratio", "p99_ratio",
                                                      "throughput_ratio"])]
-    if results.get("cluster_ops"):
-        parts += ["## Cluster operations (seconds)",
-                  table([results["cluster_ops"]], list(results["cluster_ops"]))]
+    for key, title in (("cluster_ops", "Cluster operations"),
+                       ("kubernetes", "Kubernetes (KubeRay, pods run by the pod runner)")):
+        if results.get(key):
+            parts += [f"## {title} (seconds, ratios)", table([results[key]], list(results[key]))]
     return "\n\n".join(parts) + "\n"
 
 

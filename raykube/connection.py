@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from raykube.auth import apply_client_env
 from raykube.errors import BackendError, ClusterNotFound, RaykubeError
+from raykube.progress import Progress
 
 if TYPE_CHECKING:
     from raykube.cluster import Cluster
@@ -71,6 +72,28 @@ def _check_versions(context: Any) -> None:
         )
 
 
+CLIENT_INIT_ATTEMPTS = 3
+"""Tries of a Ray Client (``ray://``) connection whose server failed to initialise: on a head
+that has just come up the per-client server can miss the proxy's start-up deadline (seen on
+KubeRay heads right after ``up``), and the next try succeeds."""
+
+
+def _init(address: str) -> Any:
+    import ray
+
+    attempts = CLIENT_INIT_ATTEMPTS if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        except ConnectionAbortedError as exc:
+            if attempt == attempts or "Initialization failure" not in str(exc):
+                raise
+            ray.shutdown()
+            Progress().say(f"the Ray Client server at {address} failed to start a session "
+                           f"(try {attempt}/{attempts}); trying again")
+    raise AssertionError("unreachable")
+
+
 def ensure_connected(cluster: Cluster | str | None = None) -> Any:
     """Connect with ``ray.init`` unless this process is connected already; return the context.
 
@@ -86,7 +109,7 @@ def ensure_connected(cluster: Cluster | str | None = None) -> Any:
     if token_path:
         apply_client_env(token_path)
     try:
-        context = ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        context = _init(address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         text = str(exc)
         if "version" in text.lower() and "mismatch" in text.lower():

@@ -79,29 +79,6 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None
     )
 
 
-SHARED_K8S = ROOT.parent / "shared" / "k8s"
-
-
-def start_pod_runner(env: dict[str, str], state: Path) -> subprocess.Popen[bytes]:
-    """Start tests/support/podrunner.py (the kubelet for kwok's nodes) and wait until it
-    watches, so every pod KubeRay makes runs its real commands."""
-    from raykube.waiting import wait_for
-
-    ready = state / "podrunner.ready"
-    log = (state / "podrunner.log").open("wb")
-    runner = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "support" / "podrunner.py"), "--ready-file",
-         str(ready)], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def started() -> bool:
-        if runner.poll() is not None:
-            pytest.fail(f"the pod runner exited {runner.returncode}: see {state}/podrunner.log")
-        return ready.exists()
-
-    wait_for(started, timeout=60, what="the pod runner")
-    return runner
-
-
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real Kubernetes control plane with the KubeRay operator (../shared/k8s), for the session,
@@ -109,38 +86,21 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
     Skips with a reason where the harness is absent. Yields the environment kube-up exported.
     """
-    if not (SHARED_K8S / "kube-up").exists():
-        pytest.skip("../shared/k8s/kube-up is not present: no Kubernetes control plane here")
-    state = tmp_path_factory.mktemp("k8s-state")
-    env = {**os.environ, "RAYKUBE_K8S_STATE": str(state)}
-    started = subprocess.run([str(SHARED_K8S / "kube-up")], capture_output=True, text=True,
-                             env=env, timeout=300)
-    if started.returncode != 0:
-        pytest.fail(f"kube-up failed: {started.stderr[-3000:]}")
-    import shlex
+    from support.kube_dev import available, control_plane
 
-    exported = dict(
-        word.split("=", 1)
-        for line in started.stdout.splitlines() if line.startswith("export ")
-        for word in shlex.split(line.removeprefix("export ")) if "=" in word
-    )
+    reason = available()
+    if reason:
+        pytest.skip(reason)
     previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = exported["KUBECONFIG"]
-    runner = start_pod_runner({**env, **exported}, state)
-    try:
-        yield exported
-    finally:
-        runner.terminate()
+    with control_plane(tmp_path_factory.mktemp("k8s-state")) as exported:
+        os.environ["KUBECONFIG"] = exported["KUBECONFIG"]
         try:
-            runner.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-        subprocess.run([str(SHARED_K8S / "kube-down")], env={**env, **exported},
-                       capture_output=True, timeout=300)
-        if previous is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = previous
+            yield exported
+        finally:
+            if previous is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = previous
 
 
 @pytest.fixture()

@@ -14,6 +14,7 @@ Error mapping (the original ``ApiException`` stays as ``__cause__``):
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +42,12 @@ def load_clients(context: str | None = None, namespace: str | None = None) -> Ku
     """
     from kubernetes import client, config
 
+    # $KUBECONFIG read now: the client reads it once, when it is imported.
+    files = os.environ.get("KUBECONFIG") or None
     try:
         try:
-            config.load_kube_config(context=context)
-            _, active = config.list_kube_config_contexts()
+            config.load_kube_config(config_file=files, context=context)
+            _, active = config.list_kube_config_contexts(config_file=files)
             default_ns = (active or {}).get("context", {}).get("namespace") or "default"
         except config.ConfigException:
             config.load_incluster_config()
