@@ -150,3 +150,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def registered_epoch(storage: str | Path, name: str) -> int | None:
+    """Epoch of the latest checkpoint Ray Train has registered for run ``name`` (folders can be
+    on storage before the controller registers them; only registered ones are resumed from)."""
+    import json
+
+    snapshot = Path(storage) / name / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    except (OSError, ValueError):
+        return None
+    return int(latest["metrics"]["epoch"]) if latest else None

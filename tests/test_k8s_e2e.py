@@ -25,7 +25,15 @@ from typing import Any
 import pytest
 
 import raykube
-from conftest import ROOT, SPECS, free_port, make_namespace, provide_volume, run_cli
+from conftest import (
+    ROOT,
+    SPECS,
+    free_port,
+    make_namespace,
+    provide_volume,
+    registered_epoch,
+    run_cli,
+)
 from raykube.spec import load_spec
 from raykube.waiting import wait_for
 
@@ -202,16 +210,6 @@ def test_notebook_connects_through_the_port_forward(e2e: E2ECluster) -> None:
     gpu_pod = pods_of(e2e.namespace, "ray.io/group=gpu")[0]
     assert f"ran on {gpu_pod.status.pod_ip}" in text[2], "the GPU task ran on the GPU pod"
     assert "disconnected: True" in text[-1]
-
-
-def registered_epoch(storage: Path, name: str) -> int | None:
-    """Epoch of the latest checkpoint Ray Train registered for run ``name`` (see test_train)."""
-    try:
-        latest = json.loads((storage / name / "checkpoint_manager_snapshot.json").read_text()
-                            ).get("latest_checkpoint_result")
-    except (OSError, ValueError):
-        return None
-    return int(latest["metrics"]["epoch"]) if latest else None
 
 
 def test_worker_pod_killed_mid_training_resumes_from_its_checkpoint(e2e: E2ECluster) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import raykube
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, registered_epoch
 from raykube.errors import TrainError
 from raykube.spec import load_spec
 from raykube.training.api import Resources, check_request
@@ -89,19 +89,6 @@ def _train_in_thread(**kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, outcome
-
-
-def registered_epoch(storage: str, name: str) -> int | None:
-    """Epoch of the latest checkpoint Ray Train has registered for run ``name`` (folders can be
-    on storage before the controller registers them; only registered ones are resumed from)."""
-    import json
-
-    snapshot = Path(storage) / name / "checkpoint_manager_snapshot.json"
-    try:
-        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-    except (OSError, ValueError):
-        return None
-    return int(latest["metrics"]["epoch"]) if latest else None
 
 
 def train_and_kill(cluster: raykube.Cluster, name: str,
