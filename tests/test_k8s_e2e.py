@@ -157,6 +157,23 @@ def test_ray_job_submit_cli_trains_tensorflow_through_the_port_forward(
     assert summary["replicas_identical"]
 
 
+def test_mxnet_job_runs_with_its_own_python_in_the_pods(e2e: E2ECluster) -> None:
+    """MXNet needs numpy < 2, so its workers run another Python (RAYKUBE_MXNET_PYTHON, given to
+    Ray as ``py_executable``): on Kubernetes that environment must be in the pods' image; here
+    the pods see the project's .venv-mxnet as they see .venv."""
+    from raykube.training.mxnet_backend import MXNET_PYTHON_ENV
+
+    python = os.environ.get(MXNET_PYTHON_ENV) or str(ROOT / ".venv-mxnet" / "bin" / "python")
+    if not Path(python).exists():
+        pytest.skip(f"no MXNet environment at {python}: run scripts/setup-mxnet.sh")
+    done = e2e.cli("job submit", "--cluster", CLUSTER, "--working-dir", "jobs",
+                   "--runtime-env-json", json.dumps({"env_vars": {MXNET_PYTHON_ENV: python}}),
+                   "--", "python", "train_mxnet.py", "--epochs", "5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = summary_of(done.stdout)
+    assert summary["framework"] == "mxnet" and summary["test_accuracy"] >= ACCURACY_BAR
+    assert summary["replicas_identical"]
+
 def rayjob_spec(folder: Path, name: str, entrypoint: str, mode: str) -> Path:
     path = folder / f"{name}.rayjob.yaml"
     path.write_text(json.dumps({
