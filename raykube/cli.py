@@ -486,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="run a per-worker training function with Ray Train",
                        description="Run FILE.py:FUNCTION on a cluster's workers (raykube.train).")
+    _add_backend_options(p)
     p.add_argument("target", help="FILE.py:FUNCTION, the per-worker loop")
     p.add_argument("--framework", default="torch", help="torch, tensorflow or mxnet")
     p.add_argument("--cluster", default=None, help="cluster name or host:port")
