@@ -306,8 +306,12 @@ class PodSandbox(threading.Thread):
                 code = container.process.poll()
                 if code is None or name in codes:
                     continue
-                if name not in by_name:  # a sidecar: always restarted
-                    self.containers[name] = self._start(self._init_spec(name), volumes)
+                if name not in by_name:  # a sidecar: always restarted, with the same backoff
+                    if self.stopping.wait(min(8.0, 2.0 ** container.restarts)):
+                        return
+                    restarted = self._start(self._init_spec(name), volumes)
+                    restarted.restarts = container.restarts + 1
+                    self.containers[name] = restarted
                     continue
                 code = code if code >= 0 else 128 - code
                 self._exited(container, code)
