@@ -11,5 +11,7 @@ echo "[test] lint: ruff"; .venv/bin/ruff check raykube jobs tests benchmarks
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-.venv/bin/python -m pytest -m "not k8s_e2e" --durations=15
-exec .venv/bin/python -m pytest -m k8s_e2e --durations=15
+failed=0
+.venv/bin/python -m pytest -m "not k8s_e2e" --durations=15 || failed=$?
+.venv/bin/python -m pytest -m k8s_e2e --durations=15 || failed=$?
+exit "$failed"

@@ -68,7 +68,10 @@ class PortForward:
 
     def _accept(self, listener: socket.socket, remote: int) -> None:
         while not self._closed.is_set():
-            readable, _, _ = select.select([listener], [], [], 0.2)
+            try:
+                readable, _, _ = select.select([listener], [], [], 0.2)
+            except (OSError, ValueError):  # closed under us (close(), or at exit)
+                return
             if not readable:
                 continue
             try:
