@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -420,9 +421,14 @@ def cmd_port_forward(args: argparse.Namespace) -> int:
     print(f"export RAY_API_SERVER_ADDRESS={endpoints.dashboard_url}")
     print(f"# Ray Client: {endpoints.client_address}  Serve: {endpoints.serve_url}  "
           f"GCS: {endpoints.gcs_address}", flush=True)
-    print("forwarding; Ctrl-C to stop", file=sys.stderr, flush=True)
+    print("forwarding; Ctrl-C (or SIGTERM) stops it", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    # Both signals end the forward cleanly: a CI step stops a background process with SIGTERM,
+    # and a shell starts background jobs with SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        threading.Event().wait(args.seconds)
+        stop.wait(args.seconds)
     finally:
         forward.close()
     return 0
