@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -127,6 +130,40 @@ def test_failed_up_stops_what_it_started() -> None:
     from raykube.backends.local.state import ray_temp_dir
 
     assert ray_processes_under(str(ray_temp_dir("rk-broken"))) == []
+
+
+def test_head_started_again_when_its_raylet_misses_rays_wait(
+        capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A raylet too slow to register within Ray's fixed 30 s (here: frozen with SIGSTOP, as a
+    busy machine would starve it) costs one more start, not a failed `up`."""
+    monkeypatch.setenv("RAYKUBE_QUIET", "0")
+    spec = parse_spec({"name": "rk-slow-head", "workerGroupSpecs": []})
+    frozen: list[int] = []
+
+    def freeze_first_raylet() -> bool:
+        record = LocalRecord.load("rk-slow-head")
+        if record is None:
+            return False
+        for pid in find_processes(record.marker):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            if cmdline.endswith(b"/raylet"):
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+                return True
+        return False
+
+    freezer = threading.Thread(target=lambda: wait_for(
+        freeze_first_raylet, timeout=60, what="the first raylet", interval=0.05), daemon=True)
+    freezer.start()
+    cluster = raykube.up(spec, timeout=120)
+    try:
+        freezer.join()
+        assert frozen, "the first attempt's raylet was never seen"
+        assert not Path(f"/proc/{frozen[0]}").exists(), "the frozen raylet was not stopped"
+        assert cluster.status().head_ready
+        assert "did not register within Ray's 30 s" in capfd.readouterr().err
+    finally:
+        cluster.down()
 
 
 def test_cli_status_list_env(local_cluster: raykube.Cluster) -> None:

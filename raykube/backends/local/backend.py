@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -48,6 +49,8 @@ _MANAGED_HEAD_PARAMS = set(_PINNABLE_PORTS) | {
     "num-cpus", "object-store-memory", "temp-dir", "autoscaling-config", "block",
     "dashboard-host", "head",
 }
+# What `ray start` prints when the head's raylet missed Ray's fixed 30 s to register.
+_RAYLET_MISSED_RAYS_WAIT = "The current node timed out during startup"
 
 
 def _ray_cli() -> str:
@@ -175,6 +178,41 @@ class LocalBackend:
         except OSError:
             return ""
         return "\n".join(lines[-5:])
+
+    def _start_head(
+        self, record: LocalRecord, spec: ClusterSpec, *, timeout: float, progress: Progress
+    ) -> None:
+        """Run ``ray start --head``; once more if only Ray's wait for the head's raylet ran out.
+
+        ``ray start`` gives the head's raylet a fixed 30 s to register with the GCS (not
+        configurable in Ray 2.60). A busy machine can miss that: the first start after an
+        install, with cold caches and every daemon importing at once on 2 cores, was seen to.
+        The second attempt starts from nothing: the first one's processes are stopped first.
+        Any other failure is the spec's and is reported at once.
+        """
+        deadline = time.monotonic() + timeout
+        for attempt in (1, 2):
+            result = subprocess.run(
+                self._head_command(record, spec), env=self._head_env(record, spec),
+                capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                timeout=max(1.0, deadline - time.monotonic()),
+            )
+            if result.returncode == 0:
+                return
+            output = result.stderr or result.stdout
+            if attempt == 1 and _RAYLET_MISSED_RAYS_WAIT in output:
+                progress.say(
+                    f"cluster {spec.name!r}: the head's raylet did not register within Ray's "
+                    "30 s (a busy machine); starting the head again"
+                )
+                stop_processes(record.marker)
+                continue
+            tail = "\n".join(output.strip().splitlines()[-15:])
+            raise BackendError(
+                f"cluster {spec.name!r}: `ray start --head` failed (exit "
+                f"{result.returncode}):\n{tail}",
+                "check headGroupSpec.rayStartParams; RAYKUBE_DEBUG=1 shows more",
+            )
 
     # ---- status --------------------------------------------------------------------------
 
@@ -322,17 +360,7 @@ class LocalBackend:
                 f"cluster {spec.name!r}: starting the head (GCS :{ports.gcs}, dashboard "
                 f":{ports.dashboard}, Ray Client :{ports.client})"
             )
-            result = subprocess.run(
-                self._head_command(record, spec), env=self._head_env(record, spec),
-                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-            )
-            if result.returncode != 0:
-                tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-                raise BackendError(
-                    f"cluster {spec.name!r}: `ray start --head` failed (exit "
-                    f"{result.returncode}):\n{tail}",
-                    "check headGroupSpec.rayStartParams; RAYKUBE_DEBUG=1 shows more",
-                )
+            self._start_head(record, spec, timeout=timeout, progress=progress)
             self._wait_for_targets(record, timeout=timeout, progress=progress)
             if spec.enable_in_tree_autoscaling:
                 record.targets = {name: -1 for name in record.targets}
