@@ -58,30 +58,47 @@ def bare_ray_seconds() -> float:
     return seconds
 
 
-def autoscaler_seconds(idle_seconds: int) -> dict[str, float]:
-    """Pending task -> new worker runs it; task done -> idle worker removed."""
+def autoscaler_reaction(cluster: Any, *, wait_removed: bool) -> dict[str, float]:
+    """On ``cluster``, whose only group ``cpu`` is empty and autoscaled, ask for a 1-CPU task:
+    seconds until the autoscaler's new worker joined Ray and until the task ran on it; with
+    ``wait_removed``, also from the task's end until the idle worker was removed."""
     import ray
 
-    import raykube
     from raykube.connection import ensure_connected
+
+    ensure_connected(cluster)
+
+    @ray.remote(num_cpus=1)
+    def stamp() -> float:
+        return time.time()
+
+    def cpu_workers() -> int:
+        return int(cluster.status().group("cpu").ready)
+
+    try:
+        asked = time.time()
+        pending = stamp.remote()
+        wait_for(lambda: cpu_workers() == 1, timeout=300, interval=0.2,
+                 what="the autoscaled worker to join Ray")
+        result = {"demand_to_joined_s": time.time() - asked}
+        result["demand_to_running_s"] = ray.get(pending, timeout=300) - asked
+        done = time.time()
+        if wait_removed:
+            wait_for(lambda: cpu_workers() == 0, timeout=300, interval=0.2,
+                     what="the idle worker removed")
+            result["idle_to_removed_s"] = time.time() - done
+        return result
+    finally:
+        ray.shutdown()
+
+
+def autoscaler_seconds(idle_seconds: int) -> dict[str, float]:
+    """The autoscaler's reaction on the local backend, up and down."""
+    import raykube
 
     cluster = raykube.up(autoscaling_spec("rk-bench-autoscale", idle_seconds), timeout=180)
     try:
-        ensure_connected(cluster)
-
-        @ray.remote(num_cpus=1)
-        def stamp() -> float:
-            return time.time()
-
-        asked = time.time()
-        started_at = ray.get(stamp.remote(), timeout=300)
-        done = time.time()
-        wait_for(lambda: cluster.status().group("cpu").ready == 0, timeout=300, interval=0.2,
-                 what="the idle worker removed")
-        removed = time.time()
-        ray.shutdown()
-        return {"demand_to_running_s": started_at - asked,
-                "idle_to_removed_s": removed - done,
+        return {**autoscaler_reaction(cluster, wait_removed=True),
                 "idle_timeout_s": float(idle_seconds)}
     finally:
         cluster.down()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cluster_ops import autoscaling_spec, fixed_spec
+from benchmarks.cluster_ops import autoscaler_reaction, autoscaling_spec, fixed_spec
 from raykube.waiting import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -82,31 +82,15 @@ def job_latency(namespace: str, repeats: int) -> dict[str, float]:
         cluster.down(timeout=120)
 
 
-def autoscaler_reaction(namespace: str) -> dict[str, float]:
-    """A 1-CPU task on a cluster whose only group is empty: seconds until the autoscaler's new
-    pod joined Ray, and until the task ran on it."""
-    import ray
-
+def autoscaler_on_kubernetes(namespace: str) -> dict[str, float]:
+    """The autoscaler's reaction on KubeRay: demand -> new pod joined Ray -> task running."""
     import raykube
-    from raykube.connection import ensure_connected
 
     spec = _in_namespace(autoscaling_spec("rk-bench-autoscale", idle_seconds=30), namespace)
     cluster = raykube.up(spec, backend="kuberay", timeout=300)
     try:
-        ensure_connected(cluster)
-
-        @ray.remote(num_cpus=1)
-        def stamp() -> float:
-            return time.time()
-
-        asked = time.time()
-        pending = stamp.remote()
-        wait_for(lambda: cluster.status().group("cpu").ready == 1, timeout=300, interval=0.2,
-                 what="the autoscaled pod to join Ray")
-        joined = time.time()
-        ran = ray.get(pending, timeout=300)
-        ray.shutdown()
-        return {"k8s_demand_to_joined_s": joined - asked, "k8s_demand_to_running_s": ran - asked}
+        reaction = autoscaler_reaction(cluster, wait_removed=False)
+        return {f"k8s_{key}": seconds for key, seconds in reaction.items()}
     finally:
         cluster.down(timeout=120)
 
@@ -138,7 +122,7 @@ def bench_kubernetes(*, repeats: int, quick: bool, progress: Any) -> dict[str, A
             progress("kubernetes: job submission through the port-forward")
             result.update(job_latency(namespace, 2 if quick else 5))
             progress("kubernetes: autoscaler reaction")
-            result.update(autoscaler_reaction(namespace))
+            result.update(autoscaler_on_kubernetes(namespace))
             return result
         finally:
             client.CoreV1Api().delete_namespace(namespace)

@@ -17,7 +17,14 @@ import threading
 from typing import Any
 
 from raykube.backends.base import ClusterStatus, ClusterSummary, Endpoints, GroupStatus, NodeStatus
-from raykube.backends.kuberay.kube import RAY_GROUP, RAY_VERSION, KubeClients, load_clients, translate
+from raykube.backends.kuberay.kube import (
+    RAY_GROUP,
+    RAY_VERSION,
+    KubeClients,
+    get_ray_object,
+    load_clients,
+    translate,
+)
 from raykube.backends.kuberay.portforward import PortForward
 from raykube.dashboard import DashboardClient
 from raykube.errors import BackendError, RaykubeError, ScaleError
@@ -84,11 +91,7 @@ class KubeRayBackend:
     # ---- raw objects ---------------------------------------------------------------------
 
     def _get(self, name: str, namespace: str) -> dict[str, Any]:
-        try:
-            return dict(self.kube.custom.get_namespaced_custom_object(
-                RAY_GROUP, RAY_VERSION, namespace, "rayclusters", name))
-        except Exception as exc:  # noqa: BLE001 - translated
-            raise translate(exc, f"RayCluster {namespace}/{name}") from exc
+        return get_ray_object(self.kube, namespace, "rayclusters", name)
 
     def _pods(self, name: str, namespace: str) -> list[Any]:
         try:

@@ -21,6 +21,8 @@ from typing import Any
 from raykube.errors import BackendError, ClusterNotFound, RaykubeError, SpecError
 
 RAY_GROUP, RAY_VERSION = "ray.io", "v1"
+# The ray.io/v1 kinds raykube reads, by their resource (plural) name.
+RAY_KINDS = {"rayclusters": "RayCluster", "rayjobs": "RayJob", "rayservices": "RayService"}
 
 
 @dataclass
@@ -108,3 +110,19 @@ def translate(exc: BaseException, what: str) -> RaykubeError:
                             "check the cluster is up and KUBECONFIG points at it",
                             retryable=True)
     return BackendError(f"{what}: {exc}")
+
+
+def get_ray_object(kube: KubeClients, namespace: str, plural: str, name: str, *,
+                   missing_ok: bool = False) -> dict[str, Any]:
+    """The ``ray.io/v1`` object ``plural``/``name`` as a dict, its API errors translated.
+
+    With ``missing_ok`` an object that does not exist reads as ``{}`` (a RayService not yet
+    applied, say) instead of an error.
+    """
+    try:
+        return dict(kube.custom.get_namespaced_custom_object(
+            RAY_GROUP, RAY_VERSION, namespace, plural, name))
+    except Exception as exc:  # noqa: BLE001 - translated
+        if missing_ok and getattr(exc, "status", None) == 404:
+            return {}
+        raise translate(exc, f"{RAY_KINDS[plural]} {namespace}/{name}") from exc

@@ -18,7 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from raykube.backends.kuberay.kube import RAY_GROUP, RAY_VERSION, KubeClients, translate
+from raykube.backends.kuberay.kube import (
+    RAY_GROUP,
+    RAY_VERSION,
+    KubeClients,
+    get_ray_object,
+    translate,
+)
 from raykube.errors import JobFailed
 from raykube.job_spec import RayJobSpec, render_rayjob
 from raykube.progress import Progress
@@ -77,11 +83,7 @@ class RayJobs:
 
     def status(self, name: str) -> RayJobStatus:
         """KubeRay's view of RayJob ``name`` now."""
-        try:
-            raw = self.kube.custom.get_namespaced_custom_object(
-                RAY_GROUP, RAY_VERSION, self.namespace, "rayjobs", name)
-        except Exception as exc:  # noqa: BLE001 - translated
-            raise translate(exc, f"RayJob {self.namespace}/{name}") from exc
+        raw = get_ray_object(self.kube, self.namespace, "rayjobs", name)
         status: dict[str, Any] = raw.get("status") or {}
         return RayJobStatus(
             name=name, deployment_status=status.get("jobDeploymentStatus", ""),

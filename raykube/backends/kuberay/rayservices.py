@@ -22,7 +22,13 @@ from typing import Any
 
 import yaml
 
-from raykube.backends.kuberay.kube import RAY_GROUP, RAY_VERSION, KubeClients, translate
+from raykube.backends.kuberay.kube import (
+    RAY_GROUP,
+    RAY_VERSION,
+    KubeClients,
+    get_ray_object,
+    translate,
+)
 from raykube.errors import ServeError
 from raykube.progress import Progress
 from raykube.render import render_storage_claim
@@ -67,11 +73,7 @@ class RayServices:
 
     def status(self, name: str) -> RayServiceStatus:
         """KubeRay's view of RayService ``name`` now."""
-        try:
-            raw = self.kube.custom.get_namespaced_custom_object(
-                RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", name)
-        except Exception as exc:  # noqa: BLE001 - translated
-            raise translate(exc, f"RayService {self.namespace}/{name}") from exc
+        raw = get_ray_object(self.kube, self.namespace, "rayservices", name)
         status: dict[str, Any] = raw.get("status") or {}
         active = status.get("activeServiceStatus") or {}
         pending = status.get("pendingServiceStatus") or {}
@@ -89,14 +91,8 @@ class RayServices:
 
     def _applications(self, name: str) -> list[dict[str, Any]]:
         """The Serve applications the RayService runs now (none when it does not exist)."""
-        try:
-            raw = self.kube.custom.get_namespaced_custom_object(
-                RAY_GROUP, RAY_VERSION, self.namespace, "rayservices", name)
-        except Exception as exc:  # noqa: BLE001 - translated
-            if getattr(exc, "status", None) == 404:
-                return []
-            raise translate(exc, f"RayService {self.namespace}/{name}") from exc
-        config = yaml.safe_load(raw["spec"].get("serveConfigV2") or "{}") or {}
+        raw = get_ray_object(self.kube, self.namespace, "rayservices", name, missing_ok=True)
+        config = yaml.safe_load((raw.get("spec") or {}).get("serveConfigV2") or "{}") or {}
         return list(config.get("applications") or [])
 
     def _send(self, body: dict[str, Any], what: str, send: Any) -> None:
