@@ -25,6 +25,11 @@ def raykube_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     previous = os.environ.get("RAYKUBE_HOME")
     os.environ["RAYKUBE_HOME"] = str(home)
     os.environ["RAYKUBE_QUIET"] = "1"
+    # Ray Train's controller drains each worker's one-slot report queue once per health check
+    # (every 2 s by default), so every epoch's report after the first waited ~2 s. Tests train
+    # many short epochs: poll faster. Ray propagates this from the driver to the controller,
+    # and the local clusters started here pass it on to job drivers.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     yield home
     # Safety net: stop anything a failed test left running.
     from raykube.backends.local import LocalBackend

@@ -15,7 +15,7 @@ import pytest
 import raykube
 from conftest import ROOT, SPECS, registered_epoch
 from raykube.errors import TrainError
-from raykube.spec import load_spec
+from raykube.spec import load_spec, parse_spec
 from raykube.training.api import Resources, check_request
 from raykube.waiting import wait_for
 
@@ -101,7 +101,7 @@ def train_and_kill(cluster: raykube.Cluster, name: str,
     storage = cluster.backend.spec_of(cluster.name).storage.path
     thread, outcome = _train_in_thread(
         cluster=cluster, num_workers=2, name=name, max_failures=3,
-        config={"epochs": 12, "epoch_delay_s": 0.5},
+        config={"epochs": 12, "epoch_delay_s": 1.0},
     )
     wait_for(lambda: (registered_epoch(storage, name) or 0) >= 2, timeout=180,
              what="a registered checkpoint of epoch 2 before the kill")
@@ -138,13 +138,32 @@ def test_run_resumes_from_its_storage(local_cluster: raykube.Cluster) -> None:
 
 
 @pytest.mark.local
-def test_elastic_training_grows_with_the_autoscaler(local_cluster: raykube.Cluster) -> None:
-    local_cluster.scale("cpu", 1)
-    result = run_torch(local_cluster, num_workers=(1, 3), name="elastic",
-                       config={"epochs": 30, "epoch_delay_s": 0.5})
-    assert result.return_value["world_size"] == 3, "grew to the max as nodes were added"
-    assert result.return_value["started_at_epoch"] > 0, "resized from a checkpoint"
-    assert len(set(result.return_value["fingerprints"])) == 1
+def test_elastic_training_grows_with_the_autoscaler(tmp_path: Path) -> None:
+    """Elastic training starts on what is there and grows as the autoscaler adds nodes. A
+    cluster of its own keeps one cpu worker (minReplicas 1) and may add two: the run starts
+    with one worker, asks for three, and at a resize check after the new nodes joined it
+    restarts with three from its latest checkpoint."""
+    spec = parse_spec({
+        "name": "rk-elastic", "storage": {"path": str(tmp_path / "storage")},
+        "headGroupSpec": {"rayStartParams": {"num-cpus": "0"}},
+        "workerGroupSpecs": [{"groupName": "cpu", "replicas": 1, "minReplicas": 1,
+                              "maxReplicas": 3, "cpu": 1, "memory": "1Gi"}],
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {"idleTimeoutSeconds": 60},
+    })
+    import ray
+
+    cluster = raykube.up(spec, timeout=180)
+    try:
+        result = run_torch(cluster, num_workers=(1, 3), name="elastic",
+                           elastic_resize_monitor_interval_s=2,
+                           config={"epochs": 40, "epoch_delay_s": 0.5}).return_value
+    finally:
+        ray.shutdown()  # this process drove the run: leave before the cluster goes
+        cluster.down()
+    assert result["world_size"] == 3, "grew to the max as nodes were added"
+    assert result["started_at_epoch"] > 0, "resized from a checkpoint"
+    assert len(set(result["fingerprints"])) == 1
 
 
 # ---- bad input ---------------------------------------------------------------------------

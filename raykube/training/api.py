@@ -218,6 +218,7 @@ def train(
     framework: str = "torch",
     cluster: Cluster | str | None = None,
     num_workers: Workers = 2,
+    elastic_resize_monitor_interval_s: float = 60.0,
     cpus_per_worker: float = 1,
     gpus_per_worker: float = 0,
     accelerator_type: str | None = None,
@@ -240,6 +241,9 @@ def train(
             Ray job.
         num_workers: a count, or ``(min, max)`` for elastic training that grows when the
             autoscaler adds nodes.
+        elastic_resize_monitor_interval_s: elastic only: how often a running group checks
+            whether more workers fit now, and restarts from its latest checkpoint at the
+            bigger size if they do (Ray's name and default).
         cpus_per_worker, gpus_per_worker: resources of one worker (GPUs are logical on a
             CPU-only machine: CUDA is used only where a device is really there).
         accelerator_type: e.g. 'A100': only nodes of that accelerator.
@@ -297,6 +301,7 @@ def train(
         use_gpu=bool(gpus_per_worker),
         resources_per_worker=per_worker,
         accelerator_type=accelerator_type,
+        elastic_resize_monitor_interval_s=elastic_resize_monitor_interval_s,
     )
     run_name = name or f"{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
     failures = max_failures if max_failures is not None else (3 if elastic else 0)
