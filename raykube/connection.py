@@ -72,6 +72,12 @@ def _check_versions(context: Any) -> None:
         )
 
 
+_connected_address: str | None = None
+"""The address :func:`ensure_connected` last connected this process to. Ray keeps one
+connection per process, so a call for another cluster must not reuse it silently (a run would
+land on the wrong cluster). A connection made by ``ray.init`` outside raykube is not known and is
+used as it is."""
+
 CLIENT_INIT_ATTEMPTS = 3
 """Tries of a Ray Client (``ray://``) connection whose server failed to initialise: on a head
 that has just come up the per-client server can miss the proxy's start-up deadline (seen on
@@ -98,12 +104,23 @@ def ensure_connected(cluster: Cluster | str | None = None) -> Any:
     """Connect with ``ray.init`` unless this process is connected already; return the context.
 
     Raises:
-        ClusterNotFound, RaykubeError: see :func:`resolve_address`, or a version mismatch.
+        ClusterNotFound, RaykubeError: see :func:`resolve_address`, or a version mismatch,
+            or raykube connected this process to another cluster before.
         BackendError: Ray refused the connection.
     """
     import ray
 
+    global _connected_address
     if ray.is_initialized():
+        if cluster is not None and _connected_address is not None:
+            asked = resolve_address(cluster)[0]
+            if asked != _connected_address:
+                raise RaykubeError(
+                    f"this process is connected to the cluster at {_connected_address}, "
+                    f"not to {asked}",
+                    "leave the first one before using another: ray.shutdown() (or "
+                    "Connection.disconnect())",
+                )
         return ray.get_runtime_context()
     address, token_path = resolve_address(cluster)
     if token_path:
@@ -128,6 +145,7 @@ def ensure_connected(cluster: Cluster | str | None = None) -> Any:
             retryable=True,
         ) from exc
     _check_versions(context)
+    _connected_address = address
     return context
 
 

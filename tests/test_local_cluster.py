@@ -166,6 +166,18 @@ def test_head_started_again_when_its_raylet_misses_rays_wait(
         cluster.down()
 
 
+def test_a_connection_to_one_cluster_is_not_used_for_another(
+        ray_driver: raykube.Cluster) -> None:
+    """Ray keeps one connection per process: asking for another cluster while connected must
+    say so, not run the work on the first one."""
+    from raykube.connection import ensure_connected
+
+    with pytest.raises(raykube.RaykubeError,
+                       match=r"connected to the cluster at \S+, not to 127.0.0.1:1"):
+        ensure_connected("127.0.0.1:1")
+    assert ensure_connected(ray_driver).gcs_address == ray_driver.address
+
+
 def test_cli_status_list_env(local_cluster: raykube.Cluster) -> None:
     status = run_cli("status", "rk-session")
     assert status.returncode == 0, status.stderr

@@ -153,6 +153,7 @@ def test_elastic_training_grows_with_the_autoscaler(tmp_path: Path) -> None:
     })
     import ray
 
+    ray.shutdown()  # earlier tests left this process connected to the session cluster
     cluster = raykube.up(spec, timeout=180)
     try:
         result = run_torch(cluster, num_workers=(1, 3), name="elastic",
