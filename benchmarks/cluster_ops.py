@@ -7,7 +7,7 @@ import statistics
 import time
 from typing import Any
 
-from raykube.spec import ClusterSpec, parse_spec
+from raykube.specs.cluster import ClusterSpec, parse_spec
 from raykube.waiting import wait_for
 
 
@@ -109,10 +109,10 @@ def job_seconds(cluster: Any, repeats: int) -> dict[str, float]:
     from ray.job_submission import JobStatus
 
     import raykube
-    from raykube.jobs import _client
+    from raykube.submission.jobs import client_for
 
     ours, theirs = [], []
-    sdk = _client(cluster)
+    sdk = client_for(cluster)
     for _ in range(repeats):
         started = time.perf_counter()
         raykube.submit(cluster, "python -c pass").wait(timeout=120)

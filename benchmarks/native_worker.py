@@ -50,9 +50,9 @@ def main() -> None:
         world = int(os.environ.get("DMLC_NUM_WORKER", 1))
         kvstore = None
         if world > 1:
-            from raykube.worker import patch_numpy_for_mxnet
+            from raykube.frameworks.mxnet import patch_numpy
 
-            patch_numpy_for_mxnet()
+            patch_numpy()
             import mxnet as mx
 
             kvstore = mx.kv.create("dist_sync")

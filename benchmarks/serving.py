@@ -96,7 +96,7 @@ def _answers(url: str) -> bool:
 def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str, Any]]:
     """Both servers at each concurrency level; the plain server runs while Serve is idle."""
     from raykube.serving.service import deploy
-    from raykube.serving.spec import parse_serve_spec
+    from raykube.specs.serve import parse_serve_spec
 
     levels = [1, 4] if quick else [1, 4, 16]
     per_client = 20 if quick else 200

@@ -111,9 +111,9 @@ def tensorflow_steps(strategy: Any, rank: int, world: int, batch: int, steps: in
 def mxnet_steps(kvstore: Any, rank: int, world: int, batch: int, steps: int,
                 warmup: int) -> dict[str, Any]:
     """Gluon with a ``dist_sync`` kvstore (ps-lite) when several workers, else local."""
-    from raykube.worker import patch_numpy_for_mxnet
+    from raykube.frameworks.mxnet import patch_numpy
 
-    patch_numpy_for_mxnet()
+    patch_numpy()
     import mxnet as mx
     from mxnet import autograd, gluon
 

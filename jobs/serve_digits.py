@@ -18,7 +18,7 @@ from pathlib import Path
 
 import raykube
 from raykube.serving.service import deploy
-from raykube.serving.spec import load_serve_spec
+from raykube.specs.serve import load_serve_spec
 
 from common import ACCURACY_BAR
 from digits import load_digits_split

@@ -21,10 +21,13 @@ from raykube.errors import (
     TrainError,
 )
 from raykube.connection import Connection, connect
-from raykube.jobs import Job, submit
+from raykube.serving.rayservice import apply_rayservice
 from raykube.serving.service import Service, deploy, get_service
-from raykube.serving.spec import ServeSpec, load_serve_spec
-from raykube.spec import ClusterSpec, load_spec
+from raykube.specs.cluster import ClusterSpec, load_spec
+from raykube.specs.serve import ServeSpec, load_serve_spec
+from raykube.submission.jobs import Job, submit
+from raykube.submission.rayjob import apply_rayjob
+from raykube.target import Target, resolve
 from raykube.training.api import TrainResult, train
 
 __version__ = "0.1.0"
@@ -48,8 +51,11 @@ __all__ = [
     "ServeSpec",
     "Service",
     "SpecError",
+    "Target",
     "TrainError",
     "TrainResult",
+    "apply_rayjob",
+    "apply_rayservice",
     "connect",
     "deploy",
     "get",
@@ -57,6 +63,7 @@ __all__ = [
     "list_clusters",
     "load_serve_spec",
     "load_spec",
+    "resolve",
     "submit",
     "train",
     "up",

@@ -14,7 +14,6 @@ from pathlib import Path
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
-TOKEN_ENV = "RAY_AUTH_TOKEN"
 
 
 def token_path() -> Path:

@@ -8,22 +8,39 @@ with the error's code, without a traceback unless ``RAYKUBE_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+
+import yaml
 
 from raykube import cluster as clusters
+from raykube import frameworks
 from raykube.auth import client_env
+from raykube.backends import BACKENDS, get_backend
 from raykube.backends.base import ClusterStatus
-from raykube.errors import RaykubeError
-from raykube.spec import GROUP_RESOURCE_PREFIX, explain, load_spec, spec_kind
-
-if TYPE_CHECKING:
-    from raykube.serving.spec import ServeSpec
+from raykube.backends.kuberay.backend import KubeRayBackend
+from raykube.errors import RaykubeError, SpecError
+from raykube.render.cluster import render_all, to_yaml
+from raykube.render.rayjob import render_rayjob
+from raykube.render.rayservice import render_service_manifests
+from raykube.render.serve_config import render_serve_config
+from raykube.serving.rayservice import apply_rayservice
+from raykube.serving.service import ServiceStatus, deploy, get_service, list_services
+from raykube.specs.base import explain, spec_kind
+from raykube.specs.cluster import GROUP_RESOURCE_PREFIX, ClusterSpec, load_spec
+from raykube.specs.job import load_job_spec
+from raykube.specs.serve import ServeSpec, load_serve_spec
+from raykube.submission import jobs
+from raykube.submission.rayjob import apply_rayjob
+from raykube.target import Target, resolve
+from raykube.training.api import train
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,7 +80,7 @@ def _print_status(status: ClusterStatus) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     cluster = clusters.up(spec, backend=args.backend, timeout=args.timeout)
-    if args.backend == "kuberay":
+    if not cluster.capabilities.direct_ports:
         endpoints = cluster.status().endpoints
         assert endpoints is not None
         print(f"cluster {cluster.name} is up (Ray: head and every worker joined)")
@@ -99,7 +116,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    clusters.get_backend(args.backend, namespace=args.namespace).down(args.name, timeout=args.timeout)
+    get_backend(args.backend, namespace=args.namespace).down(args.name, timeout=args.timeout)
     print(f"cluster {args.name} is down")
     return 0
 
@@ -118,7 +135,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_spec(args: argparse.Namespace) -> int:
     if args.explain or not args.spec:
-        print(explain())
+        print(explain(ClusterSpec))
         return 0
     spec = load_spec(args.spec)
     groups = ", ".join(
@@ -130,14 +147,15 @@ def cmd_spec(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    if args.backend == "kuberay":
+    backend = get_backend(args.backend, namespace=args.namespace)
+    if not backend.capabilities.direct_ports:
         raise RaykubeError(
             "a KubeRay cluster's addresses are in-cluster names; from this machine they are "
             "reached through a port-forward, which lives as long as its process",
             f"run `raykube port-forward --kube {args.name} --dashboard-port 8265` (it prints "
             "RAY_API_SERVER_ADDRESS) and keep it running while you use `ray job submit`",
         )
-    endpoints = clusters.get(args.name, backend=args.backend, namespace=args.namespace).endpoints
+    endpoints = clusters.Cluster(args.name, backend).endpoints
     variables = {"RAY_API_SERVER_ADDRESS": endpoints.dashboard_url}
     variables.update(client_env(endpoints.auth_token_path))
     for key, value in variables.items():
@@ -146,8 +164,6 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_job_submit(args: argparse.Namespace) -> int:
-    from raykube import jobs
-
     words = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
     entrypoint = " ".join(words).strip()
     if not entrypoint:
@@ -156,7 +172,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         return 2
     runtime_env = json.loads(args.runtime_env_json) if args.runtime_env_json else None
     job = jobs.submit(
-        _target_cluster(args), entrypoint, working_dir=args.working_dir, runtime_env=runtime_env,
+        _target(args), entrypoint, working_dir=args.working_dir, runtime_env=runtime_env,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, submission_id=args.submission_id,
     )
     print(f"job {job.job_id} submitted", file=sys.stderr, flush=True)
@@ -171,39 +187,26 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_job_apply(args: argparse.Namespace) -> int:
-    from raykube.backends.kuberay.kube import load_clients
-    from raykube.backends.kuberay.rayjobs import RayJobs
-    from raykube.job_spec import load_job_spec
-
-    if args.backend != "kuberay":
-        raise RaykubeError("a RayJob runs on Kubernetes (KubeRay): add --kube",
-                           "on the local cluster run the entrypoint with `raykube job submit`")
-    job, cluster = load_job_spec(args.spec)
-    rayjobs = RayJobs(load_clients(None, args.namespace or job.namespace),
-                      args.namespace or job.namespace)
-    name = rayjobs.create(job, cluster)
-    print(f"RayJob {rayjobs.namespace}/{name} created", file=sys.stderr, flush=True)
+    status = apply_rayjob(args.spec, namespace=args.namespace, wait=not args.no_wait,
+                          timeout=args.timeout)
+    print(f"RayJob {status.namespace}/{status.name} created", file=sys.stderr, flush=True)
     if args.no_wait:
-        print(name)
+        print(status.name)
         return 0
-    status = rayjobs.wait(name, timeout=args.timeout)
-    print(f"RayJob {rayjobs.namespace}/{name}: {status.job_status} (Ray job {status.job_id} on "
+    state = status.job_status.value if status.job_status else ""
+    print(f"RayJob {status.namespace}/{status.name}: {state} (Ray job {status.job_id} on "
           f"RayCluster {status.cluster})")
     return 0
 
 
 def cmd_job_status(args: argparse.Namespace) -> int:
-    from raykube import jobs
-
-    info = jobs.get_job(_target_cluster(args), args.job_id).info()
+    info = jobs.get_job(_target(args), args.job_id).info()
     print(f"{info.job_id}: {info.state.value}" + (f" ({info.message})" if info.message else ""))
     return 0
 
 
 def cmd_job_logs(args: argparse.Namespace) -> int:
-    from raykube import jobs
-
-    job = jobs.get_job(_target_cluster(args), args.job_id)
+    job = jobs.get_job(_target(args), args.job_id)
     if args.follow:
         for chunk in job.stream_logs():
             print(chunk, end="", flush=True)
@@ -213,9 +216,7 @@ def cmd_job_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_job_stop(args: argparse.Namespace) -> int:
-    from raykube import jobs
-
-    job = jobs.get_job(_target_cluster(args), args.job_id)
+    job = jobs.get_job(_target(args), args.job_id)
     job.stop()
     info = job.wait(timeout=args.timeout, check=False)
     print(f"job {job.job_id} {info.state.value}")
@@ -223,9 +224,7 @@ def cmd_job_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_job_list(args: argparse.Namespace) -> int:
-    from raykube import jobs
-
-    infos = jobs.list_jobs(_target_cluster(args))
+    infos = jobs.list_jobs(_target(args))
     if not infos:
         print("no jobs")
     for info in infos:
@@ -235,9 +234,6 @@ def cmd_job_list(args: argparse.Namespace) -> int:
 
 def _load_function(target: str) -> Callable[..., object]:
     """``path/to/file.py:function`` -> the function (its folder goes on sys.path first)."""
-    import importlib.util
-    from pathlib import Path
-
     path_text, _, function = target.rpartition(":")
     path = Path(path_text)
     if not path_text or not function or not path.is_file():
@@ -257,13 +253,12 @@ def _load_function(target: str) -> Callable[..., object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from raykube.training.api import train
-
+    frameworks.get(args.framework)  # a bad --framework is refused before a cluster is looked up
     workers: int | tuple[int, int] = args.workers
     if args.max_workers:
         workers = (args.workers, args.max_workers)
     result = train(
-        _load_function(args.target), framework=args.framework, cluster=_target_cluster(args),
+        _load_function(args.target), framework=args.framework, cluster=_target(args),
         num_workers=workers, cpus_per_worker=args.cpus, gpus_per_worker=args.gpus,
         worker_group=args.worker_group, storage_path=args.storage, name=args.name,
         config=json.loads(args.config) if args.config else None,
@@ -275,11 +270,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from raykube.job_spec import load_job_spec, render_rayjob
-    from raykube.render import render_all, to_yaml
-    from raykube.serving.rayservice import render_service_manifests
-    from raykube.serving.spec import load_serve_spec
-
     kind = spec_kind(args.spec)
     if kind == "RayJob":
         job, cluster = load_job_spec(args.spec)
@@ -294,8 +284,6 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     """``["v1=a", "v2=b"]`` -> ``{"v1": "a", "v2": "b"}``; a malformed item is a SpecError."""
-    from raykube.errors import SpecError
-
     pairs = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -305,22 +293,13 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     return pairs
 
 
-def _target_cluster(args: argparse.Namespace) -> clusters.Cluster | str | None:
-    """The cluster a workload command (job, serve, train) means: for the local backend the
-    name as given (None: the one running cluster); on Kubernetes a handle, whose endpoints
-    come through raykube's own port-forward."""
-    if args.backend == "local":
-        return args.cluster
-    if not args.cluster:
-        raise RaykubeError("which RayCluster? --kube needs --cluster NAME",
-                           "`raykube list --kube` shows the RayClusters raykube manages")
-    return clusters.get(args.cluster, backend=args.backend, namespace=args.namespace)
+def _target(args: argparse.Namespace) -> Target:
+    """The cluster a workload command (job, serve, train) means: ``--cluster`` on the backend
+    the options name (see :func:`raykube.target.resolve`)."""
+    return resolve(args.cluster, backend=args.backend, namespace=args.namespace)
 
 
-def _print_service(status: object) -> None:
-    from raykube.serving.service import ServiceStatus
-
-    assert isinstance(status, ServiceStatus)
+def _print_service(status: ServiceStatus) -> None:
     print(f"service {status.name}: {status.status}  {status.url}")
     for version in status.versions:
         print(f"  {version.version:<10} weight {version.weight:>3}%  {version.status:<12} "
@@ -330,9 +309,6 @@ def _print_service(status: object) -> None:
 
 
 def cmd_serve_deploy(args: argparse.Namespace) -> int:
-    from raykube.serving.service import deploy
-    from raykube.serving.spec import load_serve_spec
-
     spec = load_serve_spec(args.spec)
     checkpoints = _pairs(args.checkpoint, "checkpoint")
     if checkpoints:
@@ -342,9 +318,9 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
     weights = _pairs(args.weight, "weight")
     if weights:
         spec = spec.with_weights(**{v: int(w) for v, w in weights.items()})
-    if args.backend == "kuberay" and not args.cluster:
+    if not args.cluster and get_backend(args.backend).capabilities.service_clusters:
         return _apply_rayservice(spec, args)
-    service = deploy(spec, _target_cluster(args), timeout=args.timeout)
+    service = deploy(spec, _target(args), timeout=args.timeout)
     status = service.status()
     _print_service(status)
     print(f"next: curl -s -X POST {status.url} -H 'Content-Type: application/json' "
@@ -355,27 +331,18 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
 def _apply_rayservice(spec: ServeSpec, args: argparse.Namespace) -> int:
     """``serve deploy --kube`` without ``--cluster``: the service as a KubeRay RayService on a
     cluster of its own (``cluster:`` in the spec); a second deploy is the rollout."""
-    from raykube.backends.kuberay.kube import load_clients
-    from raykube.backends.kuberay.rayservices import RayServices
-
-    services = RayServices(load_clients(None, args.namespace), args.namespace)
-    status = services.apply(spec, timeout=args.timeout)
-    print(f"RayService {services.namespace}/{spec.name}: serving on RayCluster {status.cluster} "
+    status = apply_rayservice(spec, namespace=args.namespace, timeout=args.timeout)
+    print(f"RayService {status.namespace}/{spec.name}: serving on RayCluster {status.cluster} "
           f"({status.serve_endpoints} serve endpoints); applications: "
           + ", ".join(f"{a} {s}" for a, s in sorted(status.applications.items())))
-    print(f"  in the cluster: http://{spec.name}-serve-svc.{services.namespace}.svc.cluster.local"
+    print(f"  in the cluster: http://{spec.name}-serve-svc.{status.namespace}.svc.cluster.local"
           f":8000{spec.route}")
-    print(f"next: raykube port-forward --kube -n {services.namespace} {status.cluster} "
+    print(f"next: raykube port-forward --kube -n {status.namespace} {status.cluster} "
           f"--serve-port 8000, then POST to http://127.0.0.1:8000{spec.route}", file=sys.stderr)
     return 0
 
 
 def cmd_serve_build(args: argparse.Namespace) -> int:
-    import yaml
-
-    from raykube.serving.config import render_serve_config
-    from raykube.serving.spec import load_serve_spec
-
     spec = load_serve_spec(args.spec)
     if spec.uses_local_working_dir():
         print(f"note: workingDir {spec.working_dir} is a local folder and is left out: "
@@ -386,9 +353,7 @@ def cmd_serve_build(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_status(args: argparse.Namespace) -> int:
-    from raykube.serving.service import get_service, list_services
-
-    cluster = _target_cluster(args)
+    cluster = _target(args)
     statuses = [get_service(args.name, cluster).status()] if args.name else list_services(cluster)
     if not statuses:
         print("no services")
@@ -398,22 +363,12 @@ def cmd_serve_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_delete(args: argparse.Namespace) -> int:
-    from raykube.serving.service import get_service
-
-    get_service(args.name, _target_cluster(args)).delete(timeout=args.timeout)
+    get_service(args.name, _target(args)).delete(timeout=args.timeout)
     print(f"service {args.name} deleted")
     return 0
 
 
 def cmd_port_forward(args: argparse.Namespace) -> int:
-    import threading
-
-    from raykube.backends.kuberay.backend import KubeRayBackend
-
-    if args.backend != "kuberay":
-        print("error: port-forward is for KubeRay clusters: add --kube (local clusters' ports "
-              "are already on this machine: `raykube env NAME`)", file=sys.stderr)
-        return 2
     fixed = {role: port for role, port in (("dashboard", args.dashboard_port),
                                            ("client", args.client_port),
                                            ("serve", args.serve_port)) if port}
@@ -442,13 +397,24 @@ def cmd_address(args: argparse.Namespace) -> int:
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
     """--backend, --kube and --namespace: which backend a cluster command talks to."""
     p.add_argument(
-        "--backend", choices=clusters.BACKENDS, default="local",
+        "--backend", choices=BACKENDS, default="local",
         help="where the cluster runs (default: local)",
     )
     p.add_argument("--kube", dest="backend", action="store_const", const="kuberay",
                    help="same as --backend kuberay (Kubernetes, via KUBECONFIG)")
     p.add_argument("--namespace", "-n", default=None,
                    help="Kubernetes namespace (default: the spec's, else the context's)")
+
+
+def _workload_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                      handler: Handler, help_text: str, cluster_help: str
+                      ) -> argparse.ArgumentParser:
+    """A subcommand that runs on a cluster: ``--cluster`` and the backend options."""
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--cluster", default=None, help=cluster_help)
+    _add_backend_options(p)
+    p.set_defaults(handler=handler)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -529,12 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     job_sub = job.add_subparsers(dest="job_command", required=True, metavar="JOB_COMMAND")
 
     def job_command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        p = job_sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--cluster", default=None,
-                       help="cluster name or dashboard URL (default: the only running cluster)")
-        _add_backend_options(p)
-        p.set_defaults(handler=handler)
-        return p
+        return _workload_command(job_sub, name, handler, help_text, "cluster name, "
+                                 "kuberay:NAMESPACE/NAME or dashboard URL (default: the only "
+                                 "running cluster)")
 
     p = job_command("submit", cmd_job_submit,
                     "submit a job, stream its logs, exit non-zero unless it succeeds")
@@ -570,12 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_sub = serve.add_subparsers(dest="serve_command", required=True, metavar="SERVE_COMMAND")
 
     def serve_command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        p = serve_sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--cluster", default=None,
-                       help="cluster name (default: the only running local cluster)")
-        _add_backend_options(p)
-        p.set_defaults(handler=handler)
-        return p
+        return _workload_command(serve_sub, name, handler, help_text, "cluster name or "
+                                 "kuberay:NAMESPACE/NAME (default: the only running local "
+                                 "cluster)")
 
     p = serve_command("deploy", cmd_serve_deploy,
                       "deploy a serve spec, or roll out its new versions and traffic shares")

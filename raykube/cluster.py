@@ -15,30 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from raykube.backends.base import Backend, ClusterStatus, ClusterSummary, Endpoints
-from raykube.errors import ClusterError, RaykubeError
-from raykube.spec import ClusterSpec, load_spec
-
-BACKENDS = ("local", "kuberay")
-
-
-def get_backend(name: str = "local", *, namespace: str | None = None) -> Backend:
-    """The backend called ``name`` ('local' or 'kuberay'; ``namespace`` for Kubernetes).
-
-    Raises:
-        RaykubeError: an unknown backend name.
-    """
-    if name == "local":
-        from raykube.backends.local import LocalBackend
-
-        return LocalBackend()
-    if name == "kuberay":
-        from raykube.backends.kuberay.backend import KubeRayBackend
-
-        return KubeRayBackend(namespace=namespace)
-    raise RaykubeError(
-        f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}"
-    )
+from raykube.backends import get_backend
+from raykube.backends.base import Backend, Capabilities, ClusterStatus, ClusterSummary, Endpoints
+from raykube.specs.cluster import ClusterSpec, load_spec
 
 
 class Cluster:
@@ -61,8 +40,19 @@ class Cluster:
 
     @property
     def address(self) -> str:
-        """``host:port`` of the GCS, for ``ray.init(address=...)``."""
-        return self.endpoints.gcs_address
+        """What ``ray.init(address=...)`` takes from this process: the GCS ``host:port``, or a
+        ``ray://`` Ray Client address where the cluster is reached through a port-forward."""
+        return self.endpoints.driver_address
+
+    @property
+    def spec(self) -> ClusterSpec:
+        """The spec the cluster was started from."""
+        return self.backend.spec_of(self.name)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the cluster's backend can do (shared filesystem, host Python envs, ...)."""
+        return self.backend.capabilities
 
     @property
     def dashboard_url(self) -> str:
@@ -147,27 +137,6 @@ def get(name: str, *, backend: str = "local", namespace: str | None = None) -> C
     chosen = get_backend(backend, namespace=namespace)
     chosen.endpoints(name)  # raises ClusterNotFound early
     return Cluster(name, chosen)
-
-
-def resolve(cluster: Cluster | str | None) -> Cluster:
-    """The cluster a workload means: a handle as given, a local cluster's name, or (None) the
-    one local cluster that is running.
-
-    Raises:
-        ClusterNotFound: no cluster of that name runs.
-        ClusterError: None was given and zero or several clusters run.
-    """
-    if isinstance(cluster, Cluster):
-        return cluster
-    if cluster is not None:
-        return get(cluster)
-    running = [s.name for s in list_clusters() if s.state == "running"]
-    if len(running) != 1:
-        raise ClusterError(
-            f"which cluster? {len(running)} are running ({', '.join(running) or 'none'})",
-            "pass --cluster NAME (or cluster= in Python)",
-        )
-    return get(running[0])
 
 
 def list_clusters(

@@ -1,8 +1,9 @@
 """Attach this Python process to a cluster as a Ray driver: scripts, notebooks and training.
 
-:func:`connect` resolves what the user gave (a :class:`~raykube.cluster.Cluster`, a cluster
-name, a ``host:port`` / ``ray://`` address, or nothing inside a Ray job), sets Ray's token-auth
-environment for that cluster, and calls ``ray.init``. A client whose Ray or Python version
+:func:`connect` resolves what the user gave through :func:`raykube.target.resolve` (a
+:class:`~raykube.cluster.Cluster`, a cluster name, a ``host:port`` / ``ray://`` address, or
+nothing inside a Ray job), sets Ray's token-auth environment for that cluster, and calls
+``ray.init``. A client whose Ray or Python version
 differs from the cluster's gets a clear error naming both versions.
 
 Example (notebook cells)::
@@ -14,42 +15,14 @@ Example (notebook cells)::
 
 from __future__ import annotations
 
-import os
 import platform
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raykube.auth import apply_client_env
-from raykube.errors import BackendError, ClusterNotFound, RaykubeError
+from raykube.errors import BackendError, RaykubeError
 from raykube.progress import Progress
+from raykube.target import ClusterRef, resolve
 
-if TYPE_CHECKING:
-    from raykube.cluster import Cluster
-
-def resolve_address(cluster: Cluster | str | None) -> tuple[str, str | None]:
-    """``(address for ray.init, token path)`` for ``cluster``.
-
-    Raises:
-        ClusterNotFound: a name that no running cluster has.
-        RaykubeError: nothing given and not inside a Ray job.
-    """
-    from raykube.cluster import Cluster, get
-
-    if isinstance(cluster, Cluster):
-        endpoints = cluster.endpoints
-        return endpoints.gcs_address, endpoints.auth_token_path
-    if isinstance(cluster, str) and (":" in cluster or cluster == "auto"):
-        return cluster, os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if isinstance(cluster, str):
-        endpoints = get(cluster).endpoints
-        return endpoints.gcs_address, endpoints.auth_token_path
-    if os.environ.get("RAY_ADDRESS"):
-        # Inside a Ray job (or a shell that exported the address): Ray's own convention.
-        return os.environ["RAY_ADDRESS"], os.environ.get("RAY_AUTH_TOKEN_PATH")
-    raise RaykubeError(
-        "no cluster to connect to",
-        "pass a cluster (raykube.up(...) handle, its name, or host:port), or run inside a "
-        "Ray job where RAY_ADDRESS is set",
-    )
 
 
 def _check_versions(context: Any) -> None:
@@ -100,12 +73,13 @@ def _init(address: str) -> Any:
     raise AssertionError("unreachable")
 
 
-def ensure_connected(cluster: Cluster | str | None = None) -> Any:
+def ensure_connected(cluster: ClusterRef = None) -> Any:
     """Connect with ``ray.init`` unless this process is connected already; return the context.
 
     Raises:
-        ClusterNotFound, RaykubeError: see :func:`resolve_address`, or a version mismatch,
-            or raykube connected this process to another cluster before.
+        ClusterNotFound, ClusterError: see :func:`raykube.target.resolve`.
+        RaykubeError: a version mismatch, or raykube connected this process to another
+            cluster before.
         BackendError: Ray refused the connection.
     """
     import ray
@@ -113,7 +87,7 @@ def ensure_connected(cluster: Cluster | str | None = None) -> Any:
     global _connected_address
     if ray.is_initialized():
         if cluster is not None and _connected_address is not None:
-            asked = resolve_address(cluster)[0]
+            asked = resolve(cluster).driver_address()[0]
             if asked != _connected_address:
                 raise RaykubeError(
                     f"this process is connected to the cluster at {_connected_address}, "
@@ -122,7 +96,7 @@ def ensure_connected(cluster: Cluster | str | None = None) -> Any:
                     "Connection.disconnect())",
                 )
         return ray.get_runtime_context()
-    address, token_path = resolve_address(cluster)
+    address, token_path = resolve(cluster).driver_address()
     if token_path:
         apply_client_env(token_path)
     try:
@@ -177,13 +151,14 @@ class Connection:
         self.disconnect()
 
 
-def connect(cluster: Cluster | str | None = None) -> Connection:
+def connect(cluster: ClusterRef = None) -> Connection:
     """Connect this process (a script or a notebook) to ``cluster`` as a Ray driver.
 
     Ray tasks, actors and :func:`raykube.train` runs then go to that cluster.
 
     Args:
-        cluster: a :class:`Cluster`, a cluster name, or a ``host:port`` address.
+        cluster: a :class:`Cluster`, a cluster name (``kuberay:NAMESPACE/NAME`` on
+            Kubernetes), or a ``host:port`` / ``ray://`` address; None inside a Ray job.
 
     Returns:
         A :class:`Connection`; use it in a ``with`` block or call ``.disconnect()``.
@@ -201,4 +176,4 @@ def connect(cluster: Cluster | str | None = None) -> Connection:
     return Connection(ensure_connected(cluster))
 
 
-__all__ = ["ClusterNotFound", "Connection", "connect", "ensure_connected", "resolve_address"]
+__all__ = ["Connection", "connect", "ensure_connected"]

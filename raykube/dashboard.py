@@ -1,4 +1,5 @@
-"""A small HTTP client for the Ray dashboard: State API and Jobs API calls with the auth token.
+"""Clients of the Ray dashboard: a small JSON client (State API, Serve REST API) and Ray's own
+Jobs SDK client, both sending the cluster's auth token.
 
 raykube reads cluster state over the dashboard's HTTP API instead of starting a Ray driver, so
 `raykube status` is quick and works the same through a Kubernetes port-forward.
@@ -60,15 +61,30 @@ class DashboardClient:
             ) from exc
         return json.loads(raw) if raw else None
 
-    def is_up(self) -> bool:
-        """Whether the dashboard answers an authenticated API call."""
-        try:
-            self.request("GET", "/api/version")
-            return True
-        except BackendError:
-            return False
-
     def nodes(self) -> list[dict[str, Any]]:
         """Every node the GCS knows (alive and dead), from the State API."""
         answer = self.request("GET", "/api/v0/nodes?limit=10000&detail=true")
         return list(answer["data"]["result"]["result"])
+
+
+def jobs_client(url: str, token_path: str | None) -> Any:
+    """Ray's ``JobSubmissionClient`` for the dashboard at ``url``, with the cluster's token.
+
+    Raises:
+        BackendError: the token was refused, or the Jobs API is unreachable (retryable).
+    """
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    headers = {"Authorization": f"Bearer {read_token(token_path)}"} if token_path else None
+    try:
+        return JobSubmissionClient(url, headers=headers)
+    except AuthenticationError as exc:
+        raise BackendError(
+            f"the Jobs API at {url} rejected this client's auth token",
+            "use the cluster's token: `eval \"$(raykube env NAME)\"` sets RAY_AUTH_TOKEN_PATH",
+        ) from exc
+    except (ConnectionError, RuntimeError) as exc:
+        text = str(exc)
+        raise BackendError(f"cannot reach the Jobs API at {url}: {text.splitlines()[0]}",
+                           "is the cluster running? `raykube list`", retryable=True) from exc

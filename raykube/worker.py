@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import sys
@@ -29,37 +30,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from raykube import frameworks
+from raykube.frameworks import mxnet as _mxnet
+from raykube.frameworks import tensorflow as _tensorflow
+from raykube.frameworks import torch as _torch
+
 STATE_FILE = "state.pkl"
 """The file inside each checkpoint that holds the state a worker reported."""
 
 _framework: str | None = None
 _run_dir: str | None = None
-_tf_strategy: Any = None
-
-
-def patch_numpy_for_mxnet() -> None:
-    """Give numpy back the alias ``np.bool`` that MXNet 1.9.1 (the last release) still uses;
-    call before importing mxnet."""
-    import numpy as np
-
-    if not hasattr(np, "bool"):
-        np.bool = bool  # type: ignore[attr-defined]
 
 
 def _activate(framework: str, run_dir: str | None) -> None:
-    """Called by raykube's wrapper before the user's loop runs on a worker.
-
-    TensorFlow's MultiWorkerMirroredStrategy must exist before any TF op runs in the process,
-    so it is made here, before the user's code can build a dataset.
-    """
-    global _framework, _run_dir, _tf_strategy
+    """Called by raykube's wrapper before the user's loop runs on a worker: the framework's
+    process and worker start hooks (MXNet's numpy alias, TensorFlow's strategy)."""
+    global _framework, _run_dir
     _framework, _run_dir = framework, run_dir
-    if framework == "mxnet":
-        patch_numpy_for_mxnet()
-    if framework == "tensorflow" and _tf_strategy is None:
-        import tensorflow as tf
+    chosen = frameworks.get(framework)
+    chosen.on_process_start()
+    chosen.on_worker_start()
 
-        _tf_strategy = tf.distribute.MultiWorkerMirroredStrategy()
+
+def _active() -> frameworks.Framework:
+    """The framework of the run this worker is in (none outside a run)."""
+    return frameworks.get(_framework) if _framework else frameworks.NoFramework()
 
 
 @dataclass(frozen=True)
@@ -132,81 +127,27 @@ def prepare(model_or_builder: Any) -> Any:
     - MXNet: returned as built; give its ``gluon.Trainer`` the store from
       :func:`mxnet_kvstore` to synchronise gradients.
     """
-    framework = _framework or "none"
-    if framework == "tensorflow" and _tf_strategy is not None:
-        with _tf_strategy.scope():
-            return _build(model_or_builder)
-    model = _build(model_or_builder)
-    if framework != "torch":
-        return model
-    import torch
-
-    if has_gpu():
-        import ray.train.torch
-
-        # Moves the model to this worker's GPU, and wraps it in DDP (NCCL) when there are peers.
-        return ray.train.torch.prepare_model(model)
-    if context().world_size > 1:
-        # Logical GPUs (or none): DDP over gloo on the CPU, as the same job would run anywhere.
-        return torch.nn.parallel.DistributedDataParallel(model)
-    return model
-
-
-def _build(model_or_builder: Any) -> Any:
-    """Call a plain function or lambda (a builder); return anything else (a model) as it is."""
-    is_builder = callable(model_or_builder) and isinstance(model_or_builder, type(_build))
-    return model_or_builder() if is_builder else model_or_builder
+    return _active().prepare(model_or_builder)
 
 
 def has_gpu() -> bool:
-    """Whether this worker was given a real GPU: Ray assigned it one and CUDA sees it.
-
-    A worker that asked for no GPU can still see the machine's GPUs (Ray 2.60 leaves
-    ``CUDA_VISIBLE_DEVICES`` alone for zero-GPU workers), so CUDA being available is not enough;
-    seen on an H200 machine, where a CPU-only worker otherwise trained on the GPU.
-    """
-    import torch
-
-    if not torch.cuda.is_available():
-        return False
-    import ray
-
-    return bool(ray.get_gpu_ids())
+    """Whether this (PyTorch) worker was given a real GPU: Ray assigned it one and CUDA sees it."""
+    return _torch.has_gpu()
 
 
 def device() -> Any:
     """The torch device of this worker (its GPU where it was given a real one, else CPU)."""
-    import torch
-
-    if has_gpu():
-        import ray.train.torch
-
-        return ray.train.torch.get_device()
-    return torch.device("cpu")
+    return _torch.device()
 
 
 def tf_strategy() -> Any:
     """This run's TensorFlow ``MultiWorkerMirroredStrategy`` (for custom loops: ``.run``)."""
-    if _tf_strategy is None:
-        raise RuntimeError("no TensorFlow strategy: call this inside a framework='tensorflow' run")
-    return _tf_strategy
-
-
-_kvstore: Any = None
+    return _tensorflow.strategy()
 
 
 def mxnet_kvstore() -> Any:
-    """The ``dist_sync`` kvstore that synchronises this MXNet worker with the others.
-
-    raykube's MXNet backend has set the ps-lite environment; the store is made once per worker.
-    """
-    global _kvstore
-    if _kvstore is None:
-        import mxnet as mx
-
-        distributed = context().world_size > 1 and "DMLC_ROLE" in os.environ
-        _kvstore = mx.kv.create("dist_sync" if distributed else "local")
-    return _kvstore
+    """The ``dist_sync`` kvstore that synchronises this MXNet worker with the others."""
+    return _mxnet.kvstore()
 
 
 def report(metrics: dict[str, Any], *, state: dict[str, Any] | None = None) -> None:
@@ -289,8 +230,6 @@ def wrap(
     framework: str, train_fn: Callable[..., Any], run_dir: str | None = None
 ) -> Callable[[dict[str, Any]], Any]:
     """The per-worker function Ray runs: it activates ``framework`` then calls ``train_fn``."""
-    import inspect
-
     takes_config = len(inspect.signature(train_fn).parameters) > 0
 
     def run(config: dict[str, Any]) -> Any:

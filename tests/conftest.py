@@ -46,7 +46,7 @@ def raykube_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def session_spec(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The session cluster's spec, with its storage in a temporary folder."""
-    from raykube.spec import StorageSpec, load_spec
+    from raykube.specs.cluster import StorageSpec, load_spec
 
     spec = load_spec(SPECS / "session.yaml")
     spec.storage = StorageSpec(path=str(tmp_path_factory.mktemp("storage")))

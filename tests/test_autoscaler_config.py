@@ -11,13 +11,13 @@ from raykube.backends.local.autoscaler_config import (
     build_autoscaler_config,
     unsupported_worker_params,
 )
-from raykube.spec import GROUP_LABEL, load_spec
+from raykube.specs.cluster import GROUP_LABEL, load_spec
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def config(targets: dict[str, int]) -> dict:  # type: ignore[type-arg]
+def config(targets: dict[str, int | None]) -> dict:  # type: ignore[type-arg]
     spec = load_spec(ROOT / "clusters" / "gpu.yaml")
     return build_autoscaler_config(
         spec, gcs_address="10.0.0.1:6379", head_resources={"CPU": 0}, targets=targets
@@ -25,7 +25,7 @@ def config(targets: dict[str, int]) -> dict:  # type: ignore[type-arg]
 
 
 def test_one_node_type_per_group_with_its_resources_and_label() -> None:
-    types = config({"cpu": -1, "gpu-a100": -1})["available_node_types"]
+    types = config({"cpu": None, "gpu-a100": None})["available_node_types"]
     assert set(types) == {HEAD_NODE_TYPE, "cpu", "gpu-a100"}
     gpu = types["gpu-a100"]
     assert gpu["resources"]["GPU"] == 1 and gpu["resources"]["CPU"] == 1
@@ -36,7 +36,7 @@ def test_one_node_type_per_group_with_its_resources_and_label() -> None:
 
 
 def test_autoscaled_groups_get_their_spec_bounds() -> None:
-    cfg = config({"cpu": -1, "gpu-a100": -1})
+    cfg = config({"cpu": None, "gpu-a100": None})
     assert (cfg["available_node_types"]["cpu"]["min_workers"],
             cfg["available_node_types"]["cpu"]["max_workers"]) == (1, 2)
     assert cfg["max_workers"] == 4

@@ -10,7 +10,8 @@ import yaml
 
 from conftest import ROOT, run_cli
 from raykube.errors import SpecError
-from raykube.job_spec import load_job_spec, render_rayjob
+from raykube.render.rayjob import render_rayjob
+from raykube.specs.job import load_job_spec
 from test_render import CRDS, crd_schema, needs_crds
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,7 @@ import pytest
 import raykube
 from conftest import ROOT, run_cli
 from raykube.errors import BackendError, JobError, JobFailed
-from raykube.jobs import JobState, get_job, list_jobs, submit
+from raykube.submission.jobs import JobState, get_job, list_jobs, submit
 from raykube.waiting import wait_for
 
 pytestmark = pytest.mark.local

@@ -33,7 +33,7 @@ from conftest import (
     registered_epoch,
     run_cli,
 )
-from raykube.spec import load_spec
+from raykube.specs.cluster import load_spec
 from raykube.waiting import wait_for
 
 pytestmark = pytest.mark.k8s_e2e
@@ -161,7 +161,7 @@ def test_mxnet_job_runs_with_its_own_python_in_the_pods(e2e: E2ECluster) -> None
     """MXNet needs numpy < 2, so its workers run another Python (RAYKUBE_MXNET_PYTHON, given to
     Ray as ``py_executable``): on Kubernetes that environment must be in the pods' image; here
     the pods see the project's .venv-mxnet as they see .venv."""
-    from raykube.training.mxnet_backend import MXNET_PYTHON_ENV
+    from raykube.frameworks.mxnet import MXNET_PYTHON_ENV
 
     python = os.environ.get(MXNET_PYTHON_ENV) or str(ROOT / ".venv-mxnet" / "bin" / "python")
     if not Path(python).exists():

@@ -22,7 +22,7 @@ import raykube
 from conftest import SPECS, provide_volume, run_cli
 from raykube.backends.kuberay.backend import KubeRayBackend
 from raykube.errors import BackendError, ClusterNotFound, ReadyTimeout, ScaleError, SpecError
-from raykube.spec import load_spec
+from raykube.specs.cluster import load_spec
 
 pytestmark = pytest.mark.k8s
 
@@ -110,7 +110,7 @@ def test_missing_storage_is_explained(namespace: str) -> None:
 
 
 def test_server_side_validation_error_names_the_field(namespace: str) -> None:
-    from raykube.render import render_raycluster
+    from raykube.render.cluster import render_raycluster
 
     manifest = render_raycluster(spec_in(namespace, storage=None))
     manifest["spec"]["enableInTreeAutoscaling"] = True
@@ -166,8 +166,8 @@ def test_bad_credentials_rbac_and_unreachable(kube: dict[str, str], namespace: s
 def test_conflict_on_stale_resource_version(namespace: str) -> None:
     from kubernetes import client
 
-    from raykube.backends.kuberay.kube import translate
-    from raykube.render import render_raycluster
+    from raykube.backends.kuberay.client import translate
+    from raykube.render.cluster import render_raycluster
 
     custom = client.CustomObjectsApi()
     body = render_raycluster(spec_in(namespace, storage=None))
@@ -187,7 +187,8 @@ def test_conflict_on_stale_resource_version(namespace: str) -> None:
 def test_rayjob_gets_its_ephemeral_cluster(namespace: str) -> None:
     from kubernetes import client
 
-    from raykube.job_spec import RayJobSpec, render_rayjob
+    from raykube.render.rayjob import render_rayjob
+    from raykube.specs.job import RayJobSpec
     from raykube.waiting import wait_for
 
     job = RayJobSpec(name="digits", namespace=namespace, entrypoint="python -c 'print(1)'",
@@ -214,8 +215,8 @@ def test_rayjob_gets_its_ephemeral_cluster(namespace: str) -> None:
 def test_rayservice_and_its_disruption_budget_cover_the_serving_workers(namespace: str) -> None:
     from kubernetes import client
 
-    from raykube.serving.rayservice import render_disruption_budget, render_rayservice
-    from raykube.serving.spec import parse_serve_spec
+    from raykube.render.rayservice import render_disruption_budget, render_rayservice
+    from raykube.specs.serve import parse_serve_spec
     from raykube.waiting import wait_for
 
     serve = parse_serve_spec({

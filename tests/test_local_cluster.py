@@ -15,7 +15,7 @@ from conftest import SPECS, run_cli
 from raykube.backends.local.processes import find_processes
 from raykube.backends.local.processes import processes_mentioning as ray_processes_under
 from raykube.backends.local.state import LocalRecord
-from raykube.spec import GROUP_LABEL, load_spec, parse_spec
+from raykube.specs.cluster import GROUP_LABEL, load_spec, parse_spec
 from raykube.waiting import wait_for
 
 pytestmark = pytest.mark.local

@@ -13,8 +13,8 @@ import yaml
 
 from conftest import ROOT
 from raykube.errors import SpecError
-from raykube.render import render_all, render_pod_monitor, render_raycluster, to_yaml
-from raykube.spec import load_spec, parse_spec
+from raykube.render.cluster import render_all, render_pod_monitor, render_raycluster, to_yaml
+from raykube.specs.cluster import load_spec, parse_spec
 
 pytestmark = pytest.mark.unit
 

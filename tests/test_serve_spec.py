@@ -12,9 +12,9 @@ import yaml
 
 from conftest import ROOT, run_cli
 from raykube.errors import SpecError
-from raykube.serving.config import render_serve_config
-from raykube.serving.rayservice import SERVICE_LABEL, render_service_manifests
-from raykube.serving.spec import load_serve_spec, parse_serve_spec
+from raykube.render.serve_config import render_serve_config
+from raykube.render.rayservice import SERVICE_LABEL, render_service_manifests
+from raykube.specs.serve import load_serve_spec, parse_serve_spec
 from test_render import CRDS, crd_schema, needs_crds
 
 pytestmark = pytest.mark.unit

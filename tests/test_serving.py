@@ -22,7 +22,7 @@ import pytest
 import raykube
 from raykube.errors import ServeError, SpecError
 from raykube.serving.service import Service, deploy, get_service, post_json
-from raykube.serving.spec import ServeSpec, load_serve_spec, parse_serve_spec
+from raykube.specs.serve import ServeSpec, load_serve_spec, parse_serve_spec
 from raykube.waiting import wait_for
 
 from conftest import ROOT, run_cli

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from raykube.errors import SpecError
-from raykube.spec import load_spec, parse_spec
+from raykube.specs.cluster import load_spec, parse_spec
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ import pytest
 import raykube
 from conftest import ROOT, SPECS, registered_epoch
 from raykube.errors import TrainError
-from raykube.spec import load_spec, parse_spec
+from raykube.specs.cluster import load_spec, parse_spec
 from raykube.training.api import Resources, check_request
 from raykube.waiting import wait_for
 
@@ -245,7 +245,7 @@ def test_mxnet_two_workers_learn_in_sync(local_cluster: raykube.Cluster,
 
 @pytest.mark.unit
 def test_missing_mxnet_environment_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from raykube.training.mxnet_backend import mxnet_python
+    from raykube.frameworks.mxnet import mxnet_python
 
     monkeypatch.setenv("RAYKUBE_MXNET_PYTHON", "/nowhere/bin/python")
     with pytest.raises(TrainError, match="/nowhere/bin/python does not exist") as caught:

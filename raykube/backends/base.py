@@ -1,30 +1,75 @@
-"""The one interface every backend implements, and the status it reports.
+"""The one interface every backend implements, and what it tells workloads.
 
-Workloads (training, jobs, serving) talk to a cluster through :class:`Endpoints` alone, so they
-never ask which backend runs it. Each backend turns a :class:`~raykube.spec.ClusterSpec` into a
-running cluster and back: ``up``, ``status``, ``scale``, ``wait``, ``down``, ``endpoints``,
-``list``.
+Each backend turns a :class:`~raykube.specs.cluster.ClusterSpec` into a running cluster and
+back: ``up``, ``status``, ``scale``, ``wait``, ``down``, ``endpoints``, ``list``, ``spec_of``.
+Workloads (training, jobs, serving) never ask which backend runs a cluster: what differs between
+backends reaches them as data, :class:`Endpoints` (how this process reaches the cluster) and
+:class:`Capabilities` (what the cluster can do), in the manner of SkyPilot's per-cloud features.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
-from raykube.spec import ClusterSpec
+from raykube.specs.cluster import ClusterSpec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend's clusters can do, for workloads that need to know.
+
+    Attributes:
+        shares_driver_filesystem: a path on this machine is the same path on every node (so a
+            checkpoint folder can be checked here before a deploy).
+        runs_host_python_envs: nodes can run an interpreter of this machine (MXNet's own
+            environment as a ``py_executable``); elsewhere the image must provide it.
+        single_node_ip: every node has the same IP (simulated nodes on one machine).
+        serve_proxy_location: where Serve's HTTP proxies run (Serve's ``proxy_location``):
+            ``HeadOnly`` where nodes share an IP and would fight over the port, else
+            ``EveryNode``.
+        direct_ports: this machine reaches the head's ports as they are, so its addresses
+            outlive the process that asked for them; else they are a port-forward that lives
+            only as long as that process.
+        service_clusters: a service can be given a cluster of its own that lives with it
+            (KubeRay's RayService).
+    """
+
+    shares_driver_filesystem: bool
+    runs_host_python_envs: bool
+    single_node_ip: bool
+    serve_proxy_location: str
+    direct_ports: bool
+    service_clusters: bool
+
+
+class DriverKind(StrEnum):
+    """How a Ray driver in this process attaches to a cluster."""
+
+    GCS = "gcs"
+    """``ray.init("host:port")``: a direct driver on the cluster's network."""
+    RAY_CLIENT = "ray_client"
+    """``ray.init("ray://host:port")``: through the head's Ray Client server (a port-forward)."""
+
+
+CLIENT_ROLES = ("gcs", "dashboard", "client", "serve")
+"""The head's ports that clients use, by role."""
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    """How clients reach a running cluster.
+    """How this process reaches a running cluster.
 
     Attributes:
-        gcs_address: ``host:port`` for ``ray.init(address=...)`` from inside the cluster network.
+        gcs_address: ``host:port`` of the GCS as this process reaches it.
         dashboard_url: ``http://host:port`` of the dashboard: the Jobs API, Serve REST API and
             State API (what ``ray job submit --address`` and ``RAY_API_SERVER_ADDRESS`` want).
         client_address: ``ray://host:port`` of the Ray Client server.
-        serve_url: ``http://host:port`` of Serve's HTTP proxy on the head.
+        serve_url: ``http://host:port`` of Serve's HTTP proxy.
         auth_token_path: the token file clients must send, or None when auth is off.
+        driver: how a driver attaches: to the GCS directly, or through the Ray Client.
     """
 
     gcs_address: str
@@ -32,6 +77,27 @@ class Endpoints:
     client_address: str
     serve_url: str
     auth_token_path: str | None = None
+    driver: DriverKind = DriverKind.GCS
+
+    @property
+    def driver_address(self) -> str:
+        """What ``ray.init(address=...)`` takes here: ``host:port``, or ``ray://host:port``."""
+        return self.client_address if self.driver is DriverKind.RAY_CLIENT else self.gcs_address
+
+    @classmethod
+    def at(cls, host: str, ports: Mapping[str, int], *, gcs_host: str | None = None,
+           auth_token_path: str | None = None, driver: DriverKind = DriverKind.GCS
+           ) -> Endpoints:
+        """Endpoints on ``host`` (the GCS on ``gcs_host`` when it differs), from the ports by
+        role (:data:`CLIENT_ROLES`)."""
+        return cls(
+            gcs_address=f"{gcs_host or host}:{ports['gcs']}",
+            dashboard_url=f"http://{host}:{ports['dashboard']}",
+            client_address=f"ray://{host}:{ports['client']}",
+            serve_url=f"http://{host}:{ports['serve']}",
+            auth_token_path=auth_token_path,
+            driver=driver,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,6 +165,7 @@ class Backend(Protocol):
     """What the local and the KubeRay backend both do."""
 
     name: str
+    capabilities: Capabilities
 
     def up(self, spec: ClusterSpec, *, timeout: float) -> Endpoints:
         """Start (or update) the cluster and return once every group is ready."""

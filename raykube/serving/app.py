@@ -32,7 +32,8 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from raykube.serving.spec import model_app_name
+from raykube import frameworks
+from raykube.specs.serve import model_app_name
 
 RETRIES = 3
 """How often the router re-sends a request whose replica died under it."""
@@ -102,10 +103,7 @@ class Model:
     """One version's replicas: the predictor behind request batching."""
 
     def __init__(self, predictor: str, checkpoint: str, version: str, framework: str) -> None:
-        if framework == "mxnet":
-            from raykube.worker import patch_numpy_for_mxnet
-
-            patch_numpy_for_mxnet()
+        frameworks.get(framework).on_process_start()  # before the predictor imports it
         self.version = version
         self.predictor = _load_predictor(predictor, checkpoint)
         self.input_shape = tuple(self.predictor.input_shape)

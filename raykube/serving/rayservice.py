@@ -1,104 +1,171 @@
-"""Serve spec + cluster spec -> a KubeRay ``ray.io/v1`` RayService and its PodDisruptionBudget.
+"""Services on Kubernetes as KubeRay RayServices: apply one from a serve spec, wait until it
+serves, roll out a changed spec, delete it.
 
-The RayService's ``serveConfigV2`` is the Serve config :func:`render_serve_config` writes (the
-one ``raykube serve deploy`` sends), its ``rayClusterConfig`` the RayCluster spec of the
-cluster spec file. KubeRay pods cannot read this machine's folders, so ``workingDir`` must be a
-URI they can fetch (or the code must be in the image). A PodDisruptionBudget keeps voluntary
-evictions (node drains, upgrades) from leaving fewer serving workers than the service's
-fewest replicas.
+KubeRay owns the rollout: a change to ``serveConfigV2`` alone is applied in place to the running
+cluster (Serve starts the new version's replicas before it moves traffic), a change to the
+cluster makes a new cluster first (``upgradeStrategy: NewCluster``) and switches the serve
+service over once it is ready. raykube applies the objects with server-side apply (a second
+``apply`` is the rollout) and waits on KubeRay's status: the ``Ready`` condition, serve
+endpoints, and every Serve application of the spec RUNNING on the active cluster with no
+pending one, so "deployed" means requests are answered by the new config.
 
-Pure functions: nothing here touches a cluster.
+Example::
+
+    status = raykube.apply_rayservice("jobs/digits.rayservice.yaml", namespace="prod")
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from raykube.errors import SpecError
-from raykube.render import metadata, render_raycluster
-from raykube.serving.config import render_serve_config
-from raykube.serving.spec import ServeSpec
-from raykube.spec import ClusterSpec, load_spec
+from raykube.backends.kuberay.client import KubeClient, condition
+from raykube.errors import ServeError
+from raykube.progress import Progress
+from raykube.render.cluster import render_storage_claim
+from raykube.render.rayservice import (
+    check_for_kubernetes,
+    render_disruption_budget,
+    render_rayservice,
+)
+from raykube.render.serve_config import render_applications, rollout_steps
+from raykube.specs.serve import ServeSpec, load_serve_spec
+from raykube.waiting import wait_for
 
-SERVICE_LABEL = "raykube.io/service"
-"""Pod label naming the service whose RayService created the pod (the PDB's selector)."""
 
-SERVE_PORT = 8000
-"""Serve's HTTP port in KubeRay pods (the head service's ``serve`` port)."""
+@dataclass(frozen=True)
+class RayServiceStatus:
+    """A RayService as KubeRay reports it."""
+
+    namespace: str
+    name: str
+    ready: bool
+    serve_endpoints: int
+    cluster: str
+    pending_cluster: str
+    applications: dict[str, str]
+    message: str
+
+    def serves(self, applications: list[str]) -> bool:
+        """Whether ``applications`` all run on the active cluster and nothing is pending."""
+        return (self.ready and self.serve_endpoints > 0 and not self.pending_cluster
+                and all(self.applications.get(a) == "RUNNING" for a in applications))
 
 
-def check_for_kubernetes(spec: ServeSpec) -> ClusterSpec:
-    """The cluster spec of a service bound for KubeRay, after checking the pods can get its code.
+class RayServices:
+    """Applies and follows RayServices in one namespace."""
+
+    def __init__(self, kube: KubeClient, namespace: str | None = None) -> None:
+        self.kube = kube
+        self.namespace = namespace or kube.namespace
+
+    def status(self, name: str) -> RayServiceStatus:
+        """KubeRay's view of RayService ``name`` now."""
+        raw = self.kube.get("RayService", name, self.namespace)
+        status: dict[str, Any] = raw.get("status") or {}
+        active = status.get("activeServiceStatus") or {}
+        pending = status.get("pendingServiceStatus") or {}
+        ready = condition(raw, "Ready") or {}
+        return RayServiceStatus(
+            namespace=self.namespace, name=name, ready=ready.get("status") == "True",
+            serve_endpoints=int(status.get("numServeEndpoints") or 0),
+            cluster=active.get("rayClusterName", ""),
+            pending_cluster=pending.get("rayClusterName", ""),
+            applications={app: str(info.get("status", "")) for app, info in
+                          (active.get("applicationStatuses") or {}).items()},
+            message=str(ready.get("message") or ready.get("reason") or ""),
+        )
+
+    def _applications(self, name: str) -> list[dict[str, Any]]:
+        """The Serve applications the RayService runs now (none when it does not exist)."""
+        raw = self.kube.get("RayService", name, self.namespace, missing_ok=True)
+        config = yaml.safe_load((raw.get("spec") or {}).get("serveConfigV2") or "{}") or {}
+        return list(config.get("applications") or [])
+
+    def apply(self, spec: ServeSpec, *, timeout: float) -> RayServiceStatus:
+        """Create the RayService (and its PodDisruptionBudget) for ``spec``, or roll the running
+        one out to it; return once every application of ``spec`` runs on the active cluster.
+
+        A rollout goes through :func:`~raykube.serving.config.rollout_steps` (start the new
+        versions, shift traffic, retire the old), one ``serveConfigV2`` per step, each awaited,
+        so no request reaches a version that is not up.
+
+        Raises:
+            SpecError: a local workingDir or no cluster spec; BackendError/SpecError: the API
+            refused an object; ServeError: an application failed to deploy;
+            ReadyTimeout: a step did not finish in ``timeout``.
+        """
+        cluster = check_for_kubernetes(spec)
+        claim = render_storage_claim(cluster)  # the checkpoint volume every pod mounts
+        for body in (render_disruption_budget(spec, cluster), claim):
+            if body:
+                body["metadata"]["namespace"] = self.namespace
+                self.kube.apply(body)
+        status: RayServiceStatus | None = None
+        steps = rollout_steps(self._applications(spec.name), render_applications(spec),
+                              spec.name)
+        for applications in steps:
+            service = render_rayservice(spec, cluster, applications)
+            service["metadata"]["namespace"] = self.namespace
+            self.kube.apply(service)
+            status = self.wait(spec.name, [a["name"] for a in applications], timeout=timeout)
+        assert status is not None
+        return status
+
+    def wait(self, name: str, wanted: list[str], *, timeout: float) -> RayServiceStatus:
+        """Wait until RayService ``name`` runs the Serve applications ``wanted``, and only
+        those, on its active cluster."""
+        progress = Progress()
+
+        def serving() -> RayServiceStatus | None:
+            status = self.status(name)
+            apps = ", ".join(f"{a} {s}" for a, s in sorted(status.applications.items()))
+            pending = f" (pending {status.pending_cluster})" if status.pending_cluster else ""
+            progress.say(f"RayService {self.namespace}/{name}: "
+                         f"{'ready' if status.ready else 'not ready'}, cluster "
+                         f"{status.cluster or '-'}{pending}, {status.serve_endpoints} serve "
+                         f"endpoints; apps: {apps or '-'}")
+            return status if status.serves(wanted) and set(status.applications) == set(wanted) \
+                else None
+
+        def failed() -> ServeError | None:
+            status = self.status(name)
+            broken = {a: s for a, s in status.applications.items() if s == "DEPLOY_FAILED"}
+            if broken and not status.pending_cluster:
+                return ServeError(f"RayService {self.namespace}/{name}: application "
+                                  f"{', '.join(broken)} failed to deploy: {status.message}",
+                                  f"`kubectl -n {self.namespace} describe rayservice "
+                                  f"{name}`; the Serve logs are on the head pod")
+            return None
+
+        return wait_for(serving, timeout=timeout, fail_on=failed, interval=1.0,
+                        what=f"RayService {self.namespace}/{name} to serve {wanted}")
+
+    def delete(self, name: str) -> None:
+        """Delete the RayService (KubeRay deletes its clusters) and its disruption budget."""
+        self.kube.delete("RayService", name, self.namespace)
+        self.kube.delete("PodDisruptionBudget", f"{name}-workers", self.namespace,
+                         missing_ok=True)
+
+
+def apply_rayservice(spec: ServeSpec | str | Path, *, namespace: str | None = None,
+                     timeout: float = 600.0) -> RayServiceStatus:
+    """Deploy a serve spec as a KubeRay RayService on a cluster of its own (the spec's
+    ``cluster:``), or roll the running one out to it (see :meth:`RayServices.apply`).
 
     Raises:
-        SpecError: a local workingDir, no ``cluster:``, or an invalid cluster spec.
+        SpecError: a local workingDir, no cluster spec, or invalid specs (nothing was applied).
+        BackendError: the API refused an object; ServeError: an application failed to deploy;
+        ReadyTimeout: a step did not finish in ``timeout``.
+
+    Example::
+
+        raykube.apply_rayservice("jobs/digits.rayservice.yaml", namespace="prod")
     """
-    if spec.uses_local_working_dir():
-        raise SpecError(
-            f"service {spec.name}: workingDir {spec.working_dir} is a local folder, which "
-            "KubeRay pods cannot read",
-            "give workingDir as a URI the pods can fetch (https://.../code.zip, s3://...), or "
-            "put the code in the image and drop workingDir",
-        )
-    if not spec.cluster:
-        raise SpecError(
-            f"service {spec.name}: a RayService needs a cluster: set cluster: to a cluster "
-            "spec file (relative to the serve spec)",
-            "e.g. cluster: ../clusters/local.yaml",
-        )
-    return load_spec(spec.cluster)
-
-
-def render_rayservice(spec: ServeSpec, cluster: ClusterSpec,
-                      applications: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The RayService running ``spec`` on a cluster built from ``cluster``; ``applications``
-    replaces the spec's own Serve applications (a rollout's intermediate steps)."""
-    cluster_body = render_raycluster(cluster)["spec"]
-    for group in [cluster_body["headGroupSpec"], *cluster_body["workerGroupSpecs"]]:
-        group["template"]["metadata"]["labels"][SERVICE_LABEL] = spec.name
-    serve_config = render_serve_config(spec, http_port=SERVE_PORT, proxy_location="EveryNode")
-    if applications is not None:
-        serve_config["applications"] = applications
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayService",
-        "metadata": metadata(spec.name, cluster.namespace),
-        "spec": {
-            "upgradeStrategy": {"type": spec.upgrade_strategy},
-            "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
-            "rayClusterConfig": cluster_body,
-        },
-    }
-
-
-def render_disruption_budget(spec: ServeSpec, cluster: ClusterSpec) -> dict[str, Any]:
-    """A PodDisruptionBudget keeping as many serving workers as the service's fewest replicas.
-
-    Kubernetes takes only an integer ``minAvailable`` for pods of a controller without a scale
-    subresource, and RayCluster has none: with ``maxUnavailable`` the disruption controller
-    stops with "rayclusters.ray.io does not implement the scale subresource" (seen on the
-    real control plane).
-    """
-    fewest = spec.replicas if spec.autoscaling is None else spec.autoscaling.min_replicas
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": metadata(f"{spec.name}-workers", cluster.namespace),
-        "spec": {
-            "minAvailable": max(1, fewest or 1),
-            "selector": {"matchLabels": {SERVICE_LABEL: spec.name,
-                                         "ray.io/node-type": "worker"}},
-        },
-    }
-
-
-def render_service_manifests(spec: ServeSpec) -> list[dict[str, Any]]:
-    """Everything ``kubectl apply`` needs for ``spec`` on KubeRay.
-
-    Raises:
-        SpecError: a local workingDir, no cluster spec, or an invalid cluster spec.
-    """
-    cluster = check_for_kubernetes(spec)
-    return [render_rayservice(spec, cluster), render_disruption_budget(spec, cluster)]
+    if not isinstance(spec, ServeSpec):
+        spec = load_serve_spec(spec)
+    services = RayServices(KubeClient.load(None, namespace))
+    return services.apply(spec, timeout=timeout)

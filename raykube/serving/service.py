@@ -19,23 +19,23 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from raykube.dashboard import DashboardClient
+from raykube import frameworks
+from raykube.cluster import Cluster
+from raykube.dashboard import DashboardClient, jobs_client
 from raykube.errors import ServeError, SpecError
 from raykube.progress import Progress
-from raykube.serving.config import (
+from raykube.render.serve_config import (
     MODEL_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
     belongs_to,
     render_applications,
     rollout_steps,
 )
-from raykube.serving.spec import ServeSpec, load_serve_spec
+from raykube.specs.serve import ServeSpec, load_serve_spec
+from raykube.target import ClusterRef, resolve
 from raykube.waiting import wait_for
-
-if TYPE_CHECKING:
-    from raykube.cluster import Cluster
 
 APPLICATIONS_PATH = "/api/serve/applications/"
 RUNNING = "RUNNING"
@@ -100,8 +100,7 @@ class _ServeApi:
         self.client = DashboardClient(endpoints.dashboard_url, endpoints.auth_token_path,
                                       timeout=60.0)
         self.serve_url = endpoints.serve_url.rstrip("/")
-        # Simulated local nodes share one IP: one proxy per node would fight over the port.
-        self.proxy_location = "HeadOnly" if cluster.backend.name == "local" else "EveryNode"
+        self.proxy_location = cluster.capabilities.serve_proxy_location
         self.http_port = int(self.serve_url.rsplit(":", 1)[1])
 
     def details(self) -> dict[str, Any]:
@@ -206,12 +205,12 @@ def _wait_applied(api: _ServeApi, spec: ServeSpec, wanted: list[dict[str, Any]],
 
 def _upload_working_dir(cluster: Cluster, folder: str) -> str:
     """Upload ``folder`` to the cluster (as `ray job submit` does) and return its gcs:// URI."""
-    from raykube.jobs import _client
-
+    endpoints = cluster.endpoints
     runtime_env = {"working_dir": folder}
     # The Jobs SDK's own upload: a content-addressed package, so unchanged code keeps its URI
     # and an unchanged version is not redeployed.
-    _client(cluster)._upload_working_dir_if_needed(runtime_env)
+    jobs_client(endpoints.dashboard_url, endpoints.auth_token_path
+                )._upload_working_dir_if_needed(runtime_env)
     return str(runtime_env["working_dir"])
 
 
@@ -228,7 +227,7 @@ def _check_before_deploy(spec: ServeSpec, cluster: Cluster) -> None:
                 f"service {spec.name}: predictor module {module!r} is not in {folder}",
                 f"put {module}.py in workingDir, or fix predictor (module:Class)",
             )
-    if cluster.backend.name == "local":
+    if cluster.capabilities.shares_driver_filesystem:  # else the path is the nodes' to check
         for version in spec.versions:
             if "://" not in version.checkpoint and not Path(version.checkpoint).exists():
                 raise SpecError(
@@ -303,7 +302,7 @@ def post_json(url: str, body: Any, *, timeout: float = 30.0) -> dict[str, Any]:
 
 def deploy(
     spec: ServeSpec | str | Path,
-    cluster: Cluster | str | None = None,
+    cluster: ClusterRef = None,
     *,
     timeout: float = 300.0,
 ) -> Service:
@@ -311,7 +310,8 @@ def deploy(
 
     Args:
         spec: a :class:`ServeSpec` or the path of a serve spec file.
-        cluster: a handle, a local cluster's name, or None for the one running.
+        cluster: a handle, a cluster's name (``kuberay:NAMESPACE/NAME`` on Kubernetes), or
+            None for the one local cluster running.
         timeout: seconds for each rollout step.
 
     Returns:
@@ -326,12 +326,9 @@ def deploy(
         service = raykube.deploy("jobs/digits.serve.yaml", "local")
         service.predict([[0.0] * 64])     # {"predictions": [...], "version": "v1"}
     """
-    from raykube.cluster import resolve
-    from raykube.training.mxnet_backend import mxnet_python
-
     if not isinstance(spec, ServeSpec):
         spec = load_serve_spec(spec)
-    handle = resolve(cluster)
+    handle = resolve(cluster).known("serve deploy")
     _check_before_deploy(spec, handle)
     api = _ServeApi(handle)
     progress = Progress()
@@ -339,8 +336,10 @@ def deploy(
     if spec.uses_local_working_dir():
         progress.say(f"service {spec.name}: uploading {spec.working_dir}")
         working_dir = _upload_working_dir(handle, str(spec.working_dir))
-    py_executable = (mxnet_python() if spec.framework == "mxnet"
-                     and handle.backend.name == "local" else None)
+    # A framework with its own environment (MXNet) runs its replicas in it where the nodes
+    # can run this machine's interpreters; elsewhere the image provides it.
+    py_executable = (frameworks.get(spec.framework).python()
+                     if handle.capabilities.runs_host_python_envs else None)
 
     before = api.app_configs()
     others = [c for n, c in before.items() if not belongs_to(n, spec.name)]
@@ -359,24 +358,20 @@ def deploy(
     return Service(spec.name, handle)
 
 
-def get_service(name: str, cluster: Cluster | str | None = None) -> Service:
+def get_service(name: str, cluster: ClusterRef = None) -> Service:
     """A handle on deployed service ``name``.
 
     Raises:
         ServeError: no such service on the cluster.
     """
-    from raykube.cluster import resolve
-
-    service = Service(name, resolve(cluster))
+    service = Service(name, resolve(cluster).known("a service"))
     service.status()
     return service
 
 
-def list_services(cluster: Cluster | str | None = None) -> list[ServiceStatus]:
+def list_services(cluster: ClusterRef = None) -> list[ServiceStatus]:
     """Every raykube service on the cluster."""
-    from raykube.cluster import resolve
-
-    api = _ServeApi(resolve(cluster))
+    api = _ServeApi(resolve(cluster).known("serve status"))
     names = [n for n, c in api.app_configs().items()
              if c.get("import_path") == ROUTER_IMPORT_PATH]
     return [s for s in (_status(api, n) for n in names) if s is not None]

@@ -11,23 +11,22 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
+import sysconfig
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import yaml
-
-from raykube import worker
+from raykube import frameworks, worker
+from raykube.connection import ensure_connected
 from raykube.errors import RaykubeError, TrainError
-from raykube.spec import SPEC_ENV, ClusterSpec, WorkerGroupSpec, group_resource, parse_spec
-from raykube.training.frameworks import TrainerRequest, check_framework, trainer_for
-
-if TYPE_CHECKING:
-    from raykube.cluster import Cluster
+from raykube.frameworks import TrainerRequest
+from raykube.specs.cluster import ClusterSpec, WorkerGroupSpec, group_resource
+from raykube.target import ClusterRef, resolve
 
 
 Workers = int | tuple[int, int]
@@ -146,17 +145,6 @@ class TrainResult:
         return worker.load_state(folder) if folder else None
 
 
-def _spec_for(cluster: Cluster | str | None) -> ClusterSpec | None:
-    from raykube.cluster import Cluster, get
-
-    if isinstance(cluster, Cluster):
-        return cluster.backend.spec_of(cluster.name)
-    if isinstance(cluster, str) and ":" not in cluster:
-        return get(cluster).backend.spec_of(cluster)
-    text = os.environ.get(SPEC_ENV)
-    return parse_spec(yaml.safe_load(text), source=SPEC_ENV) if text else None
-
-
 def _cuda_on_workers(resources: Resources) -> bool:
     """Whether a worker with these resources would see a real CUDA device (a tiny probe task)."""
     import ray
@@ -185,9 +173,6 @@ def ship_by_value(train_fn: Callable[..., Any]) -> list[str]:
     Returns:
         The names of the modules shipped.
     """
-    import sys
-    import sysconfig
-
     from ray import cloudpickle
 
     module = sys.modules.get(train_fn.__module__)
@@ -216,7 +201,7 @@ def train(
     train_fn: Callable[..., Any],
     *,
     framework: str = "torch",
-    cluster: Cluster | str | None = None,
+    cluster: ClusterRef = None,
     num_workers: Workers = 2,
     elastic_resize_monitor_interval_s: float = 60.0,
     cpus_per_worker: float = 1,
@@ -237,8 +222,8 @@ def train(
         train_fn: the per-worker loop, ``fn(config)`` or ``fn()``; it uses
             :mod:`raykube.worker` for its rank, data shard, model and reports.
         framework: 'torch', 'tensorflow' or 'mxnet'.
-        cluster: a :class:`Cluster`, a cluster name, a ``host:port`` address, or None inside a
-            Ray job.
+        cluster: a :class:`Cluster`, a cluster name (``kuberay:NAMESPACE/NAME`` on
+            Kubernetes), a ``host:port`` / ``ray://`` address, or None inside a Ray job.
         num_workers: a count, or ``(min, max)`` for elastic training that grows when the
             autoscaler adds nodes.
         elastic_resize_monitor_interval_s: elastic only: how often a running group checks
@@ -264,7 +249,7 @@ def train(
         TrainError: refused before start (with the reason) or failed (with the worker's
             traceback).
     """
-    check_framework(framework)
+    chosen = frameworks.get(framework)
     elastic = isinstance(num_workers, tuple)
     low, high = num_workers if isinstance(num_workers, tuple) else (num_workers, num_workers)
     if low < 0 or high < low:
@@ -274,7 +259,8 @@ def train(
             "pass e.g. num_workers=2 or num_workers=(1, 3)",
         )
     resources = Resources(cpus_per_worker, gpus_per_worker, accelerator_type, worker_group)
-    spec = _spec_for(cluster)
+    target = resolve(cluster)
+    spec = target.spec
     if spec is not None:
         check_request(spec, resources, low)
     storage = storage_path or (spec.storage.path if spec and spec.storage else None)
@@ -285,12 +271,10 @@ def train(
         )
     storage = check_storage(storage)
 
-    from raykube.connection import ensure_connected
-
-    ensure_connected(cluster)
+    ensure_connected(target)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-    use_cuda = bool(gpus_per_worker) and framework == "torch" and _cuda_on_workers(resources)
+    use_cuda = bool(gpus_per_worker) and chosen.picks_cuda and _cuda_on_workers(resources)
     per_worker: dict[str, float] = {"CPU": cpus_per_worker}
     if gpus_per_worker:
         per_worker["GPU"] = gpus_per_worker
@@ -316,13 +300,10 @@ def train(
         ),
     )
     ship_by_value(train_fn)
-    trainer = trainer_for(
-        framework,
-        TrainerRequest(
-            worker.wrap(framework, train_fn, os.path.join(storage, run_name)),
-            dict(config or {}), scaling, run, use_cuda,
-        ),
-    )
+    trainer = chosen.make_trainer(TrainerRequest(
+        worker.wrap(framework, train_fn, os.path.join(storage, run_name)),
+        dict(config or {}), scaling, run, use_cuda,
+    ))
     failure: Exception | None = None
     # fit() installs a SIGINT handler holding the controller actor and never removes it, which
     # keeps the controller alive until the driver exits: put the caller's handler back after.

@@ -8,7 +8,7 @@ dashboard (Jobs API, Serve REST API), Ray Client and Serve ports this way, exact
 
 Example::
 
-    with PortForward(core, "default", "demo-head-x7k2p", [8265]) as forward:
+    with PortForward(kube, "default", "demo-head-x7k2p", [8265]) as forward:
         url = f"http://127.0.0.1:{forward.local_port(8265)}"
 """
 
@@ -18,8 +18,8 @@ import select
 import socket
 import threading
 from types import TracebackType
-from typing import Any
 
+from raykube.backends.kuberay.client import KubeClient
 from raykube.errors import BackendError
 
 _CHUNK = 65536
@@ -29,9 +29,9 @@ class PortForward:
     """Forward local ports to ``remote_ports`` of one pod: free ones, or ``local_ports``
     (remote -> local) where given."""
 
-    def __init__(self, core: Any, namespace: str, pod: str, remote_ports: list[int],
+    def __init__(self, kube: KubeClient, namespace: str, pod: str, remote_ports: list[int],
                  local_ports: dict[int, int] | None = None) -> None:
-        self._core = core
+        self._kube = kube
         self._fixed = dict(local_ports or {})
         self.namespace = namespace
         self.pod = pod
@@ -80,22 +80,10 @@ class PortForward:
                 return
             threading.Thread(target=self._serve, args=(client, remote), daemon=True).start()
 
-    def _open_stream(self, remote: int) -> tuple[Any, socket.socket]:
-        from kubernetes import client
-        from kubernetes.stream import portforward
-
-        # The client's stream helpers swap the ApiClient's request method while they connect,
-        # so a shared ApiClient would send other threads' plain API calls down a websocket:
-        # every stream gets its own client over the same configuration.
-        core = client.CoreV1Api(client.ApiClient(self._core.api_client.configuration))
-        forward = portforward(core.connect_get_namespaced_pod_portforward, self.pod,
-                              self.namespace, ports=str(remote))
-        return forward, forward.socket(remote)
-
     def _serve(self, client: socket.socket, remote: int) -> None:
         """Copy bytes between one local connection and its own stream to the pod."""
         try:
-            forward, upstream = self._open_stream(remote)
+            forward, upstream = self._kube.port_stream(self.namespace, self.pod, remote)
         except Exception:  # noqa: BLE001 - the client sees its connection closed
             client.close()
             return
@@ -120,7 +108,7 @@ class PortForward:
         """Open and close one stream to ``remote``: raise BackendError when the API server or
         the pod refuses it (no such pod, RBAC, nothing listening)."""
         try:
-            forward, upstream = self._open_stream(remote)
+            forward, upstream = self._kube.port_stream(self.namespace, self.pod, remote)
         except Exception as exc:  # noqa: BLE001 - translated
             raise BackendError(
                 f"cannot port-forward to pod {self.namespace}/{self.pod}:{remote}: {exc}",

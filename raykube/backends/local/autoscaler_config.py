@@ -13,14 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raykube.spec import (
-    GROUP_LABEL,
-    GROUP_RESOURCE_AMOUNT,
-    ClusterSpec,
-    WorkerGroupSpec,
-    group_resource,
-    parse_resources_param,
-)
+from raykube.specs.cluster import ClusterSpec, WorkerGroupSpec
 
 HEAD_NODE_TYPE = "ray.head.default"
 """The fake provider's fixed name for the head's node type."""
@@ -34,37 +27,27 @@ LOCAL_START_PARAMS = {"num-cpus", "num-gpus", "object-store-memory", "resources"
 
 
 def group_resources(group: WorkerGroupSpec) -> dict[str, float]:
-    """Ray resources one worker of ``group`` advertises (what the autoscaler plans with)."""
-    resources: dict[str, float] = {
-        "CPU": group.ray_cpus, group_resource(group.group_name): GROUP_RESOURCE_AMOUNT
-    }
+    """Ray resources one worker of ``group`` advertises (what the autoscaler plans with): its
+    CPUs, GPUs and object store, and the placement resources both backends give the group."""
+    resources: dict[str, float] = {"CPU": group.ray_cpus}
     if group.gpu:
         resources["GPU"] = group.gpu
-    if group.accelerator_type:
-        resources[f"accelerator_type:{group.accelerator_type}"] = 1
-    params = group.ray_start_params
     resources["object_store_memory"] = int(
-        params.get("object-store-memory", DEFAULT_OBJECT_STORE_BYTES)
+        group.ray_start_params.get("object-store-memory", DEFAULT_OBJECT_STORE_BYTES)
     )
-    if "resources" in params:
-        resources.update(parse_resources_param(params["resources"]))
+    resources.update(group.placement_resources())
     return resources
 
 
-def group_labels(group: WorkerGroupSpec) -> dict[str, str]:
-    """Ray node labels of ``group``: its own, and raykube.io/group naming it."""
-    return {**group.labels, GROUP_LABEL: group.group_name}
-
-
-def group_bounds(spec: ClusterSpec, group: WorkerGroupSpec, target: int) -> tuple[int, int]:
+def group_bounds(group: WorkerGroupSpec, target: int | None) -> tuple[int, int]:
     """``(min_workers, max_workers)`` for ``group`` given its current target replica count.
 
     While raykube drives a change (``up``, ``scale``) the target pins both bounds; once the
-    autoscaler owns the group, ``target`` is None-like (-1) and the spec's bounds apply.
+    autoscaler owns the group (``target`` None) the spec's bounds apply.
     """
-    if target >= 0:
+    if target is not None:
         return target, target
-    return group.min_replicas, int(group.max_replicas or 0)
+    return group.replica_bounds
 
 
 def build_autoscaler_config(
@@ -72,7 +55,7 @@ def build_autoscaler_config(
     *,
     gcs_address: str,
     head_resources: dict[str, float],
-    targets: dict[str, int],
+    targets: dict[str, int | None],
 ) -> dict[str, Any]:
     """The full autoscaler config for ``spec``.
 
@@ -80,7 +63,7 @@ def build_autoscaler_config(
         spec: the cluster.
         gcs_address: ``host:port`` of the head's GCS, for the nodes the provider starts.
         head_resources: what the head advertises (the provider plans with it).
-        targets: per group, a replica count to pin (>= 0), or -1 to let the autoscaler choose
+        targets: per group, a replica count to pin, or None to let the autoscaler choose
             between minReplicas and maxReplicas.
     """
     node_types: dict[str, Any] = {
@@ -88,11 +71,11 @@ def build_autoscaler_config(
     }
     total_max = 0
     for group in spec.worker_group_specs:
-        low, high = group_bounds(spec, group, targets.get(group.group_name, -1))
+        low, high = group_bounds(group, targets.get(group.group_name))
         total_max += high
         node_types[group.group_name] = {
             "resources": group_resources(group),
-            "labels": group_labels(group),
+            "labels": group.ray_labels(),
             "node_config": {},
             "min_workers": low,
             "max_workers": high,

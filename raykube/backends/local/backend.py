@@ -2,7 +2,7 @@
 
 The head is ``ray start --head`` with an autoscaling config; every worker replica is a raylet
 that Ray's own autoscaler starts through the ``fake_multinode`` provider, one node type per
-worker group, carrying that group's resources and the ``ray.io/node-group`` label. Autoscaling
+worker group, carrying that group's resources and the ``raykube.io/group`` label. Autoscaling
 is therefore Ray's real autoscaler reacting to real demand; only the "machines" are processes.
 """
 
@@ -20,7 +20,14 @@ from typing import Any
 import yaml
 
 from raykube.auth import client_env, ensure_token
-from raykube.backends.base import ClusterStatus, ClusterSummary, Endpoints, GroupStatus, NodeStatus
+from raykube.backends.base import (
+    Capabilities,
+    ClusterStatus,
+    ClusterSummary,
+    Endpoints,
+    GroupStatus,
+    NodeStatus,
+)
 from raykube.backends.local.autoscaler_config import (
     DEFAULT_OBJECT_STORE_BYTES,
     build_autoscaler_config,
@@ -32,8 +39,18 @@ from raykube.backends.local.state import LocalRecord, Ports, known_names, ray_te
 from raykube.dashboard import DashboardClient
 from raykube.errors import BackendError, ClusterExists, ClusterNotFound, RaykubeError, ScaleError
 from raykube.progress import Progress
-from raykube.spec import GROUP_LABEL, SPEC_ENV, ClusterSpec, parse_spec
+from raykube.specs.cluster import GROUP_LABEL, SPEC_ENV, ClusterSpec, check_scale, parse_spec
 from raykube.waiting import wait_for
+
+CAPABILITIES = Capabilities(
+    shares_driver_filesystem=True,
+    runs_host_python_envs=True,
+    single_node_ip=True,
+    serve_proxy_location="HeadOnly",
+    direct_ports=True,
+    service_clusters=False,
+)
+"""Simulated nodes are processes of this machine: its folders, its interpreters, one IP."""
 
 
 # rayStartParams of the head that name a port, with the role used in messages.
@@ -69,6 +86,7 @@ class LocalBackend:
     """Runs clusters as processes on this machine. See the module docstring."""
 
     name = "local"
+    capabilities = CAPABILITIES
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -88,13 +106,12 @@ class LocalBackend:
 
     @staticmethod
     def _endpoints(record: LocalRecord) -> Endpoints:
-        ip, ports = record.node_ip, record.ports
-        return Endpoints(
-            gcs_address=f"{ip}:{ports.gcs}",
-            dashboard_url=f"http://127.0.0.1:{ports.dashboard}",
-            client_address=f"ray://127.0.0.1:{ports.client}",
-            serve_url=f"http://127.0.0.1:{ports.serve}",
-            auth_token_path=record.token_path,
+        ports = record.ports
+        return Endpoints.at(
+            "127.0.0.1",
+            {"gcs": ports.gcs, "dashboard": ports.dashboard, "client": ports.client,
+             "serve": ports.serve},
+            gcs_host=record.node_ip, auth_token_path=record.token_path,
         )
 
     @staticmethod
@@ -243,13 +260,14 @@ class LocalBackend:
         alive = Counter(n.group for n in nodes if n.alive)
         groups = []
         for group in spec.worker_group_specs:
-            target = record.targets.get(group.group_name, -1)
+            target = record.targets.get(group.group_name)
+            low, high = group.replica_bounds
             groups.append(
                 GroupStatus(
                     name=group.group_name,
-                    replicas=target if target >= 0 else alive[group.group_name],
-                    min_replicas=group.min_replicas,
-                    max_replicas=int(group.max_replicas or 0),
+                    replicas=target if target is not None else alive[group.group_name],
+                    min_replicas=low,
+                    max_replicas=high,
                     ready=alive[group.group_name],
                 )
             )
@@ -269,18 +287,11 @@ class LocalBackend:
             if not status.head_ready:
                 progress.say(f"cluster {record.name!r}: waiting for the head")
                 return None
-            parts = [
-                f"{g.name} {g.ready}/{record.targets[g.name]}"
-                for g in status.groups
-                if record.targets.get(g.name, -1) >= 0
-            ]
-            if parts:
-                progress.say(f"cluster {record.name!r}: workers joined: " + ", ".join(parts))
-            done = all(
-                g.ready == record.targets[g.name]
-                for g in status.groups
-                if record.targets.get(g.name, -1) >= 0
-            )
+            pinned = [g for g in status.groups if record.targets.get(g.name) is not None]
+            if pinned:
+                progress.say(f"cluster {record.name!r}: workers joined: " + ", ".join(
+                    f"{g.name} {g.ready}/{record.targets[g.name]}" for g in pinned))
+            done = all(g.ready == record.targets[g.name] for g in pinned)
             return status if done else None
 
         def fail_on() -> RaykubeError | None:
@@ -297,7 +308,7 @@ class LocalBackend:
             short = [
                 f"group {g.name!r} has {g.ready} of {record.targets[g.name]} workers"
                 for g in last[0].groups
-                if record.targets.get(g.name, -1) >= 0 and g.ready != record.targets[g.name]
+                if record.targets.get(g.name) is not None and g.ready != record.targets[g.name]
             ]
             errors = self._autoscaler_errors(record)
             text = "; ".join(short) or "head not ready"
@@ -363,7 +374,7 @@ class LocalBackend:
             self._start_head(record, spec, timeout=timeout, progress=progress)
             self._wait_for_targets(record, timeout=timeout, progress=progress)
             if spec.enable_in_tree_autoscaling:
-                record.targets = {name: -1 for name in record.targets}
+                record.targets = {name: None for name in record.targets}
                 record.save()
                 self._write_autoscaler_config(record, spec)
         except BaseException:
@@ -398,13 +409,7 @@ class LocalBackend:
             group_spec = spec.worker_group(group)
         except KeyError as exc:
             raise ScaleError(f"cluster {name!r}: {exc.args[0]}", "pass one of those groups") from None
-        low, high = group_spec.min_replicas, int(group_spec.max_replicas or 0)
-        if not low <= replicas <= high:
-            raise ScaleError(
-                f"cluster {name!r}: group {group!r} scales between minReplicas {low} and "
-                f"maxReplicas {high}; {replicas} is outside",
-                "pick a count inside the bounds, or change them in the spec and `raykube up` again",
-            )
+        check_scale(name, group, replicas, group_spec.replica_bounds)
         progress = Progress()
         progress.say(f"cluster {name!r}: scaling group {group!r} to {replicas}")
         record.targets[group] = replicas
@@ -412,7 +417,7 @@ class LocalBackend:
         self._write_autoscaler_config(record, spec)
         status = self._wait_for_targets(record, timeout=timeout, progress=progress)
         if spec.enable_in_tree_autoscaling:
-            record.targets[group] = -1
+            record.targets[group] = None
             record.save()
             self._write_autoscaler_config(record, spec)
         return status
@@ -426,7 +431,7 @@ class LocalBackend:
                 "`raykube list` shows the clusters raykube knows",
             )
         progress = Progress()
-        count = stop_processes(record.marker)
+        count = stop_processes(record.marker, timeout=timeout)
         record.remove()
         progress.say(f"cluster {name!r} is down ({count} processes stopped)")
 

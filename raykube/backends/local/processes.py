@@ -65,9 +65,9 @@ def _signal_all(pids: set[int], sig: signal.Signals) -> None:
             pass
 
 
-def stop_processes(marker: str, *, grace: float = 2.0) -> int:
+def stop_processes(marker: str, *, grace: float = 2.0, timeout: float = 17.0) -> int:
     """SIGTERM every process of the cluster, SIGKILL what is left after ``grace`` seconds, and
-    return once every one of them is gone.
+    return once every one of them is gone (ReadyTimeout after ``timeout`` seconds in all).
 
     Processes are followed by PID once found: an exiting process's environment can no longer be
     read, so the marker alone would call it gone too early. Processes started while stopping
@@ -98,6 +98,6 @@ def stop_processes(marker: str, *, grace: float = 2.0) -> int:
             lambda: all_gone() or _signal_all(
                 {pid for pid in stopped if _alive(pid)}, signal.SIGKILL
             ),
-            timeout=15, what="Ray processes to die", interval=0.1,
+            timeout=max(1.0, timeout - grace), what="Ray processes to die", interval=0.1,
         )
     return len(stopped)

@@ -54,7 +54,9 @@ class LocalRecord:
     temp_dir: str
     token_path: str
     spec_yaml: str
-    targets: dict[str, int]
+    targets: dict[str, int | None]
+    """Per worker group, the replica count raykube is driving it to (``up``, ``scale``), or
+    None while Ray's autoscaler owns the count within the group's bounds."""
 
     @property
     def folder(self) -> Path:

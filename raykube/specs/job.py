@@ -1,4 +1,4 @@
-"""The job spec: a Ray job described once, rendered as a KubeRay ``ray.io/v1`` RayJob.
+"""The job spec: a Ray job described once, for KubeRay's ``ray.io/v1`` RayJob.
 
 Field names are KubeRay's (``entrypoint``, ``submissionMode``, ``shutdownAfterJobFinishes``,
 ``ttlSecondsAfterFinished``, ``activeDeadlineSeconds``, ``backoffLimit``, ``clusterSelector``);
@@ -22,18 +22,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
-from raykube.render import metadata, render_raycluster
-from raykube.spec import (
-    ClusterSpec,
-    _check_dns_label,
-    _Model,
-    format_problems,
-    load_spec,
-    read_yaml,
-)
+from raykube.specs.base import SpecModel, check_dns_label, load
+from raykube.specs.cluster import ClusterSpec, load_spec
 
 
 class SubmissionMode(StrEnum):
@@ -45,7 +37,7 @@ class SubmissionMode(StrEnum):
     SIDECAR = "SidecarMode"
 
 
-class RayJobSpec(_Model):
+class RayJobSpec(SpecModel):
     """A Ray job for KubeRay, on an ephemeral cluster or an existing one."""
 
     kind: Literal["RayJob"] = Field("RayJob", description="Always RayJob.")
@@ -89,7 +81,7 @@ class RayJobSpec(_Model):
     @field_validator("name", "namespace")
     @classmethod
     def _names(cls, value: str) -> str:
-        return _check_dns_label(value, "name")
+        return check_dns_label(value, "name")
 
     @model_validator(mode="after")
     def _one_cluster(self) -> RayJobSpec:
@@ -110,45 +102,8 @@ def load_job_spec(path: str | Path) -> tuple[RayJobSpec, ClusterSpec | None]:
     Raises:
         SpecError: missing file, malformed YAML, invalid fields, or an invalid cluster spec.
     """
-    from pydantic import ValidationError
-
     file = Path(path)
-    data = read_yaml(file, "job spec")
-    try:
-        job = RayJobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise format_problems(exc, data, str(file)) from None
+    job = load(file, RayJobSpec, "job spec", "jobs/train-digits.rayjob.yaml")
     cluster = load_spec(file.parent / job.cluster) if job.cluster else None
     return job, cluster
 
-
-def render_rayjob(job: RayJobSpec, cluster: ClusterSpec | None) -> dict[str, Any]:
-    """The RayJob for ``job``; ``cluster`` is the ephemeral cluster's spec (None with a selector).
-    """
-    spec: dict[str, Any] = {
-        "entrypoint": job.entrypoint,
-        "submissionMode": job.submission_mode.value,
-        "shutdownAfterJobFinishes": job.shutdown_after_job_finishes,
-        "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
-        "backoffLimit": job.backoff_limit,
-    }
-    if job.runtime_env:
-        spec["runtimeEnvYAML"] = yaml.safe_dump(job.runtime_env, sort_keys=True)
-    if job.active_deadline_seconds:
-        spec["activeDeadlineSeconds"] = job.active_deadline_seconds
-    if job.entrypoint_num_cpus is not None:
-        spec["entrypointNumCpus"] = job.entrypoint_num_cpus
-    if job.entrypoint_num_gpus is not None:
-        spec["entrypointNumGpus"] = job.entrypoint_num_gpus
-    if cluster is not None:
-        spec["rayClusterSpec"] = render_raycluster(cluster)["spec"]
-    else:
-        spec["clusterSelector"] = dict(job.cluster_selector or {})
-        spec.pop("shutdownAfterJobFinishes")  # KubeRay forbids it with an existing cluster
-        spec.pop("ttlSecondsAfterFinished")
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
-        "metadata": metadata(job.name, job.namespace),
-        "spec": spec,
-    }

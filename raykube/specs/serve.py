@@ -30,19 +30,17 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from raykube import frameworks
 from raykube.errors import SpecError
-from raykube.spec import _check_dns_label, _Model, format_problems, read_yaml
-
-FRAMEWORKS = ("torch", "tensorflow", "mxnet")
-"""The frameworks a predictor may use; each gets the runtime env its training workers get."""
+from raykube.specs.base import SpecModel, check_dns_label, load, parse
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
-class ServeVersion(_Model):
+class ServeVersion(SpecModel):
     """One version of the model: a checkpoint and its share of the traffic."""
 
     version: str = Field(..., description="Version name, e.g. v1 (lower-case letters, digits, -).")
@@ -58,10 +56,10 @@ class ServeVersion(_Model):
     @field_validator("version")
     @classmethod
     def _version_name(cls, value: str) -> str:
-        return _check_dns_label(value, "version")
+        return check_dns_label(value, "version")
 
 
-class ServeAutoscaling(_Model):
+class ServeAutoscaling(SpecModel):
     """Serve's replica autoscaling for every version (Serve ``autoscaling_config``)."""
 
     min_replicas: int = Field(1, ge=0, alias="minReplicas", description="Fewest replicas.")
@@ -87,7 +85,7 @@ class ServeAutoscaling(_Model):
         return self
 
 
-class ServeResources(_Model):
+class ServeResources(SpecModel):
     """What each replica asks Ray for (Serve ``ray_actor_options``)."""
 
     cpus: float = Field(1.0, ge=0, description="CPUs per replica.")
@@ -107,7 +105,7 @@ class ServeResources(_Model):
         return self
 
 
-class ServeBatching(_Model):
+class ServeBatching(SpecModel):
     """Serve's dynamic request batching in each replica (``@serve.batch``)."""
 
     max_batch_size: int = Field(8, ge=1, alias="maxBatchSize", description="Largest batch.")
@@ -117,7 +115,7 @@ class ServeBatching(_Model):
     )
 
 
-class ServeSpec(_Model):
+class ServeSpec(SpecModel):
     """A model service: predictor, versions and the Serve settings of their replicas."""
 
     kind: Literal["Serve"] = Field("Serve", description="Always Serve.")
@@ -125,7 +123,7 @@ class ServeSpec(_Model):
     route_prefix: str | None = Field(
         None, alias="routePrefix", description="HTTP route; default /<name>.",
     )
-    framework: Literal["torch", "tensorflow", "mxnet"] = Field(
+    framework: str = Field(
         ..., description="The predictor's framework: torch, tensorflow or mxnet.",
     )
     predictor: str = Field(
@@ -167,7 +165,17 @@ class ServeSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _check_dns_label(value, "name")
+        return check_dns_label(value, "name")
+
+    @field_validator("framework")
+    @classmethod
+    def _framework(cls, value: str) -> str:
+        if value not in frameworks.names():
+            raise ValueError(
+                f"framework {value!r} is not one raykube knows: use one of "
+                f"{', '.join(frameworks.names())}"
+            )
+        return value
 
     @field_validator("route_prefix")
     @classmethod
@@ -247,21 +255,14 @@ def model_app_name(service: str, version: str) -> str:
     return f"{service}--{version}"
 
 
-def is_serve_spec(data: Any) -> bool:
-    """Whether parsed YAML is a serve spec (``kind: Serve``)."""
-    return isinstance(data, dict) and data.get("kind") == "Serve"
-
-
 def parse_serve_spec(data: Any, *, source: str = "<serve spec>") -> ServeSpec:
     """Validate a serve spec given as a mapping.
 
     Raises:
         SpecError: every problem with its field path and fix.
     """
-    try:
-        return ServeSpec.model_validate(data)
-    except ValidationError as exc:
-        raise format_problems(exc, data, source) from None
+    return parse(ServeSpec, data, source=source, what="serve spec",
+                 example="jobs/digits.serve.yaml")
 
 
 def load_serve_spec(path: str | Path) -> ServeSpec:
@@ -271,7 +272,7 @@ def load_serve_spec(path: str | Path) -> ServeSpec:
         SpecError: missing file, malformed YAML or invalid fields.
     """
     file = Path(path)
-    spec = parse_serve_spec(read_yaml(file, "serve spec"), source=str(file))
+    spec = load(file, ServeSpec, "serve spec", "jobs/digits.serve.yaml")
     if spec.uses_local_working_dir():
         folder = (file.parent / str(spec.working_dir)).resolve()
         spec = spec.model_copy(update={"working_dir": str(folder)})

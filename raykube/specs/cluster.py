@@ -16,16 +16,17 @@ Example::
 
 from __future__ import annotations
 
-import re
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from raykube.errors import SpecError
-from raykube.quantity import byte_count, cpu_count, parse_quantity
+from raykube.errors import ScaleError
+from raykube.quantity import cpu_count, parse_quantity
+from raykube.specs.base import SpecModel, check_dns_label, load, parse
 
 RAY_VERSION = "2.60.0"
 """The Ray version raykube is built and tested against; specs default to it."""
@@ -55,8 +56,6 @@ def parse_resources_param(value: str) -> dict[str, float]:
     Raises:
         ValueError: the value is not a JSON object.
     """
-    import json
-
     text = value.strip().strip("'")
     if len(text) > 1 and text[0] == text[-1] == '"':
         text = text[1:-1].replace('\\"', '"')
@@ -66,14 +65,20 @@ def parse_resources_param(value: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in parsed.items()}
 
 
-def format_resources_param(resources: dict[str, float]) -> str:
-    """A ``resources`` rayStartParam that survives the shell: KubeRay pastes rayStartParams
-    into the container's ``bash -c`` line unquoted, so a space in the JSON would split it."""
-    import json
+def check_scale(cluster: str, group: str, replicas: int, bounds: tuple[int, int]) -> None:
+    """Refuse a replica count outside a group's ``(minReplicas, maxReplicas)``; the one check
+    both backends' ``scale`` make.
 
-    compact = json.dumps({k: (int(v) if float(v).is_integer() else v)
-                          for k, v in resources.items()}, sort_keys=True, separators=(",", ":"))
-    return f"'{compact}'"
+    Raises:
+        ScaleError: naming the bounds and the fix.
+    """
+    low, high = bounds
+    if not low <= replicas <= high:
+        raise ScaleError(
+            f"cluster {cluster!r}: group {group!r} scales between minReplicas {low} and "
+            f"maxReplicas {high}; {replicas} is outside",
+            "pick a count inside the bounds, or change them in the spec and `raykube up` again",
+        )
 
 
 SPEC_ENV = "RAYKUBE_SPEC"
@@ -83,18 +88,6 @@ a job's driver can check requests against the cluster it runs on."""
 GPU_RESOURCE = "nvidia.com/gpu"
 """The extended resource NVIDIA's device plugin advertises, and the taint key of GPU node pools."""
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def _check_dns_label(value: str, what: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise ValueError(
-            f"{what} {value!r} is not a valid Kubernetes name: use at most 63 lower-case "
-            "letters, digits and '-', starting and ending with a letter or digit (e.g. 'gpu-a100')"
-        )
-    return value
-
-
 def _check_quantity(value: str | int | float) -> str | int | float:
     parse_quantity(value)
     return value
@@ -102,14 +95,6 @@ def _check_quantity(value: str | int | float) -> str | int | float:
 
 Quantity = Annotated[str | int | float, Field(union_mode="left_to_right")]
 RayStartParams = dict[str, str]
-
-
-class _Model(BaseModel):
-    """Shared model settings: unknown keys refused, camelCase aliases, assignment validated."""
-
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, validate_assignment=True, frozen=False
-    )
 
 
 def _coerce_start_params(value: Any) -> Any:
@@ -127,7 +112,7 @@ def _coerce_start_params(value: Any) -> Any:
     return value
 
 
-class Toleration(_Model):
+class Toleration(SpecModel):
     """A Kubernetes toleration, as in a pod spec."""
 
     key: str | None = Field(None, description="Taint key to tolerate, e.g. 'nvidia.com/gpu'.")
@@ -157,7 +142,7 @@ class Toleration(_Model):
         return value
 
 
-class _PodGroup(_Model):
+class _PodGroup(SpecModel):
     """Fields every group of pods has, the head's and the workers'."""
 
     cpu: Quantity = Field(1, description="CPU request and limit per pod (quantity).")
@@ -233,7 +218,7 @@ class WorkerGroupSpec(_PodGroup):
     @field_validator("group_name")
     @classmethod
     def _group_name(cls, value: str) -> str:
-        return _check_dns_label(value, "groupName")
+        return check_dns_label(value, "groupName")
 
     @model_validator(mode="after")
     def _bounds_and_gpus(self) -> WorkerGroupSpec:
@@ -270,9 +255,24 @@ class WorkerGroupSpec(_PodGroup):
         return int(self.ray_start_params.get("num-cpus", cpu_count(self.cpu)))
 
     @property
-    def memory_bytes(self) -> int:
-        """Memory of one worker in bytes."""
-        return byte_count(self.memory)
+    def replica_bounds(self) -> tuple[int, int]:
+        """``(minReplicas, maxReplicas)``: what the autoscaler and ``scale`` stay within."""
+        return self.min_replicas, int(self.max_replicas or 0)
+
+    def placement_resources(self) -> dict[str, float]:
+        """The custom Ray resources every node of this group advertises, on either backend:
+        ``group:<name>`` (so work can be placed on the group), ``accelerator_type:<X>``, and
+        those of a ``resources`` rayStartParam."""
+        resources: dict[str, float] = {group_resource(self.group_name): GROUP_RESOURCE_AMOUNT}
+        if self.accelerator_type:
+            resources[f"accelerator_type:{self.accelerator_type}"] = 1
+        if "resources" in self.ray_start_params:
+            resources.update(parse_resources_param(self.ray_start_params["resources"]))
+        return resources
+
+    def ray_labels(self) -> dict[str, str]:
+        """The Ray node labels of this group's nodes: its own, and raykube.io/group naming it."""
+        return {**self.labels, GROUP_LABEL: self.group_name}
 
 
 class UpscalingMode(StrEnum):
@@ -288,7 +288,7 @@ class UpscalingMode(StrEnum):
         return {"Conservative": 1.0, "Default": 1.0, "Aggressive": 1000.0}[self.value]
 
 
-class AutoscalerOptions(_Model):
+class AutoscalerOptions(SpecModel):
     """Options of Ray's autoscaler, as KubeRay names them."""
 
     idle_timeout_seconds: int = Field(
@@ -301,7 +301,7 @@ class AutoscalerOptions(_Model):
     )
 
 
-class StorageSpec(_Model):
+class StorageSpec(SpecModel):
     """Shared storage for checkpoints: a folder locally, a PVC mounted at the same path on K8s."""
 
     path: str = Field(
@@ -330,14 +330,14 @@ class StorageSpec(_Model):
     _quantities = field_validator("size")(classmethod(lambda cls, v: _check_quantity(v)))
 
 
-class RedisPassword(_Model):
+class RedisPassword(SpecModel):
     """The Redis password, given by a Secret (never inline in a spec file)."""
 
     secret_name: str = Field(..., alias="secretName", description="Secret holding the password.")
     key: str = Field("password", description="Key of the password in that Secret.")
 
 
-class GcsFaultToleranceOptions(_Model):
+class GcsFaultToleranceOptions(SpecModel):
     """GCS fault tolerance (KubeRay ``gcsFaultToleranceOptions``): the head keeps its cluster
     state in an external Redis, so a restarted head resumes and workers and Serve keep running."""
 
@@ -361,7 +361,7 @@ class GcsFaultToleranceOptions(_Model):
         return value
 
 
-class ClusterSpec(_Model):
+class ClusterSpec(SpecModel):
     """A Ray cluster: a head, any number of worker groups, autoscaling and storage."""
 
     name: str = Field(..., description="Cluster name: the RayCluster's metadata.name.")
@@ -393,7 +393,7 @@ class ClusterSpec(_Model):
     @field_validator("name", "namespace")
     @classmethod
     def _names(cls, value: str) -> str:
-        return _check_dns_label(value, "name")
+        return check_dns_label(value, "name")
 
     @model_validator(mode="after")
     def _unique_groups(self) -> ClusterSpec:
@@ -435,112 +435,14 @@ class ClusterSpec(_Model):
         return yaml.safe_dump(data, sort_keys=False)
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif not part.startswith("function-") and part not in ("str", "int", "float"):
-            path += f".{part}" if path else part
-    return path or "(top level)"
-
-
-def _describe(error: dict[str, Any], data: Any) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown field: remove it or check its spelling (field names are KubeRay's, camelCase)"
-    if kind == "missing":
-        return "required field is missing"
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    if "input" in error and kind not in ("value_error", "assertion_error"):
-        message = f"{message} (got {error['input']!r})"
-    return message
-
-
-def _group_name_at(data: Any, loc: tuple[int | str, ...]) -> str | None:
-    """The groupName of the worker group an error points into, to name it in the message."""
-    if len(loc) >= 2 and loc[0] == "workerGroupSpecs" and isinstance(loc[1], int):
-        try:
-            name = data["workerGroupSpecs"][loc[1]].get("groupName")
-            return str(name) if name is not None else None
-        except (KeyError, IndexError, TypeError, AttributeError):
-            return None
-    return None
-
-
 def parse_spec(data: Any, *, source: str = "<spec>") -> ClusterSpec:
-    """Validate a spec given as a mapping (YAML already parsed).
+    """Validate a cluster spec given as a mapping (YAML already parsed).
 
     Raises:
         SpecError: listing every problem with its field path and how to fix it.
     """
-    if not isinstance(data, dict):
-        raise SpecError(
-            f"{source}: a cluster spec is a YAML mapping (name:, workerGroupSpecs:, ...), "
-            f"not {type(data).__name__}",
-            "start from clusters/local.yaml",
-            file=source,
-        )
-    try:
-        return ClusterSpec.model_validate(data)
-    except ValidationError as exc:
-        raise format_problems(exc, data, source) from None
-
-
-def format_problems(exc: ValidationError, data: Any, source: str) -> SpecError:
-    """One :class:`SpecError` listing every problem of ``exc`` with its field path and fix."""
-    problems: list[tuple[str, str]] = []
-    for error in exc.errors():
-        path = _field_path(error["loc"])
-        group = _group_name_at(data, error["loc"])
-        where = f"{path} (group {group!r})" if group else path
-        problems.append((where, _describe(error, data)))
-    lines = "\n".join(f"  {path}: {message}" for path, message in problems)
-    kinds = {"RayJob": "job spec", "Serve": "serve spec"}
-    kind = kinds.get(data.get("kind"), "cluster spec") if isinstance(data, dict) else "cluster spec"
-    return SpecError(
-        f"{source}: invalid {kind} ({len(problems)} problem"
-        f"{'s' if len(problems) != 1 else ''}):\n{lines}",
-        "fix the fields named above; `raykube spec --explain` lists every field",
-        file=source,
-        problems=problems,
-    )
-
-
-def read_yaml(path: str | Path, what: str = "spec") -> Any:
-    """The parsed YAML of ``path``; every spec kind (cluster, job, serve) is read through here.
-
-    Raises:
-        SpecError: the file is missing or is not YAML (with the line and column).
-    """
-    file = Path(path)
-    if not file.is_file():
-        hint = "check the path; the shipped specs are in clusters/ and jobs/"
-        raise SpecError(f"{file}: no such {what} file", hint, file=str(file))
-    try:
-        return yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(
-            f"{file}: not valid YAML{where}: {problem}",
-            "fix the indentation or quoting there (YAML uses spaces, not tabs)",
-            file=str(file),
-        ) from None
-
-
-def spec_kind(path: str | Path) -> str:
-    """What a spec file describes: its ``kind`` (RayJob, Serve), else RayCluster.
-
-    Raises:
-        SpecError: the file is missing or is not YAML.
-    """
-    data = read_yaml(path)
-    kind = data.get("kind") if isinstance(data, dict) else None
-    return str(kind) if kind else "RayCluster"
+    return parse(ClusterSpec, data, source=source, what="cluster spec",
+                 example="clusters/local.yaml")
 
 
 def load_spec(path: str | Path) -> ClusterSpec:
@@ -552,23 +454,5 @@ def load_spec(path: str | Path) -> ClusterSpec:
     >>> load_spec("clusters/local.yaml").name
     'local'
     """
-    return parse_spec(read_yaml(path), source=str(path))
+    return load(path, ClusterSpec, "cluster spec", "clusters/local.yaml")
 
-
-def explain() -> str:
-    """Every field of the spec with its YAML name, type and description, for `raykube spec`."""
-    lines: list[str] = []
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            key = f"{prefix}{field.alias or name}"
-            lines.append(f"{key}: {field.description or ''}")
-            annotation = field.annotation
-            inner = getattr(annotation, "__args__", (annotation,))
-            for candidate in inner:
-                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                    suffix = "[]." if "list" in str(annotation) else "."
-                    walk(candidate, key + suffix)
-
-    walk(ClusterSpec, "")
-    return "\n".join(lines)

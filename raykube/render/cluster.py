@@ -11,34 +11,36 @@ prints them for ``kubectl apply``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
 
-from raykube.spec import (
+from raykube.specs.cluster import (
     GPU_RESOURCE,
-    GROUP_LABEL,
-    GROUP_RESOURCE_AMOUNT,
     SPEC_ENV,
     ClusterSpec,
     HeadGroupSpec,
     WorkerGroupSpec,
-    format_resources_param,
-    group_resource,
-    parse_resources_param,
 )
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "raykube"}
 STORAGE_VOLUME = "raykube-storage"
 
-HEAD_PORTS = [
-    ("gcs-server", 6379),
-    ("dashboard", 8265),
-    ("client", 10001),
-    ("serve", 8000),
-    ("metrics", 8080),
-]
-"""The head container's ports, by KubeRay's names (its defaults for the head service)."""
+HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
+"""The head pod's ports by role: KubeRay's defaults, which its head service exposes. The roles
+``gcs``, ``dashboard``, ``client`` and ``serve`` are what clients reach (see Endpoints)."""
+
+_PORT_NAMES = {"gcs": "gcs-server"}
+"""KubeRay's container port name where it differs from the role."""
+
+
+def format_resources_param(resources: dict[str, float]) -> str:
+    """A ``resources`` rayStartParam that survives the shell: KubeRay pastes rayStartParams
+    into the container's ``bash -c`` line unquoted, so a space in the JSON would split it."""
+    compact = json.dumps({k: (int(v) if float(v).is_integer() else v)
+                          for k, v in resources.items()}, sort_keys=True, separators=(",", ":"))
+    return f"'{compact}'"
 
 
 def metadata(name: str, namespace: str) -> dict[str, Any]:
@@ -92,7 +94,8 @@ def _head_group(spec: ClusterSpec, head: HeadGroupSpec) -> dict[str, Any]:
         "name": "ray-head",
         "image": head.image or spec.resolved_image,
         "resources": _resources(head.cpu, head.memory),
-        "ports": [{"name": name, "containerPort": port} for name, port in HEAD_PORTS],
+        "ports": [{"name": _PORT_NAMES.get(role, role), "containerPort": port}
+                  for role, port in HEAD_PORTS.items()],
         "env": _env({**head.env, SPEC_ENV: spec.to_yaml()}),
     })
     return {
@@ -111,13 +114,8 @@ def _tolerations(group: WorkerGroupSpec) -> list[dict[str, Any]]:
 
 
 def _worker_group(spec: ClusterSpec, group: WorkerGroupSpec) -> dict[str, Any]:
-    resources: dict[str, float] = {group_resource(group.group_name): GROUP_RESOURCE_AMOUNT}
-    if group.accelerator_type:
-        resources[f"accelerator_type:{group.accelerator_type}"] = 1
-    params = dict(group.ray_start_params)
-    if "resources" in params:
-        resources.update(parse_resources_param(params["resources"]))
-    params["resources"] = format_resources_param(resources)
+    params = {**group.ray_start_params,
+              "resources": format_resources_param(group.placement_resources())}
     pod = _pod(spec, {
         "name": "ray-worker",
         "image": group.image or spec.resolved_image,
@@ -135,7 +133,7 @@ def _worker_group(spec: ClusterSpec, group: WorkerGroupSpec) -> dict[str, Any]:
         "minReplicas": group.min_replicas,
         "maxReplicas": group.max_replicas,
         "rayStartParams": params,
-        "labels": {**group.labels, GROUP_LABEL: group.group_name},
+        "labels": group.ray_labels(),
         "template": {"metadata": {"labels": dict(MANAGED_BY)}, "spec": pod},
     }
 

@@ -1,8 +1,10 @@
 """Ray jobs on a cluster: submit an entrypoint, follow it, stop it.
 
-A thin, typed layer over Ray's Jobs API (``JobSubmissionClient``) that resolves the cluster,
-sends the auth token, checks the working dir before uploading it, and turns a job that ends
-FAILED or STOPPED into :class:`JobFailed` when asked to wait, so CI can gate on it.
+A thin, typed layer over Ray's Jobs API (``JobSubmissionClient``) that resolves the cluster
+(:func:`raykube.target.resolve`), sends the auth token, checks the working dir before uploading
+it, and turns a job that ends FAILED or STOPPED into :class:`JobFailed` when asked to wait, so
+CI can gate on it. The same calls reach a local cluster and a KubeRay one (through raykube's
+port-forward); a RayJob, KubeRay's own way to run a job, is :mod:`raykube.submission.rayjob`.
 
 Example::
 
@@ -22,14 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from raykube.auth import read_token
+from raykube.dashboard import jobs_client
 from raykube.errors import BackendError, JobError, JobFailed
+from raykube.target import ClusterRef, resolve
 from raykube.waiting import wait_for
-
-if TYPE_CHECKING:
-    from raykube.cluster import Cluster
 
 
 class JobState(StrEnum):
@@ -56,6 +56,17 @@ class JobInfo:
     message: str
     entrypoint: str
     driver_exit_code: int | None
+
+    @classmethod
+    def of(cls, details: Any, job_id: str | None = None) -> JobInfo:
+        """From Ray's ``JobDetails`` (``job_id``: the id it was asked by, if any)."""
+        return cls(
+            job_id=job_id or details.submission_id or details.job_id or "?",
+            state=JobState(str(details.status)),
+            message=details.message or "",
+            entrypoint=details.entrypoint,
+            driver_exit_code=getattr(details, "driver_exit_code", None),
+        )
 
 
 def _size_of(folder: Path) -> int:
@@ -112,13 +123,7 @@ class Job:
         except RuntimeError as exc:
             raise JobError(f"no job {self.job_id!r} on this cluster: {exc}",
                            "`raykube job list` shows the jobs") from None
-        return JobInfo(
-            job_id=self.job_id,
-            state=JobState(str(details.status)),
-            message=details.message or "",
-            entrypoint=details.entrypoint,
-            driver_exit_code=getattr(details, "driver_exit_code", None),
-        )
+        return JobInfo.of(details, self.job_id)
 
     def status(self) -> JobState:
         """The job's state now."""
@@ -179,38 +184,13 @@ class Job:
         return bool(self._client.stop_job(self.job_id))
 
 
-def _client(cluster: Cluster | str | None) -> Any:
+def client_for(cluster: ClusterRef) -> Any:
     """A Jobs API client for ``cluster`` (a handle, a name, or a dashboard ``http://`` URL)."""
-    from ray.job_submission import JobSubmissionClient
-
-    from raykube.cluster import resolve
-
-    token_path: str | None
-    if isinstance(cluster, str) and cluster.startswith(("http://", "https://")):
-        url, token_path = cluster, os.environ.get("RAY_AUTH_TOKEN_PATH")
-        if token_path is None and (Path.home() / ".ray" / "auth_token").exists():
-            token_path = str(Path.home() / ".ray" / "auth_token")
-    else:
-        endpoints = resolve(cluster).endpoints
-        url, token_path = endpoints.dashboard_url, endpoints.auth_token_path
-    headers = {"Authorization": f"Bearer {read_token(token_path)}"} if token_path else None
-    from ray.exceptions import AuthenticationError
-
-    try:
-        return JobSubmissionClient(url, headers=headers)
-    except AuthenticationError as exc:
-        raise BackendError(
-            f"the Jobs API at {url} rejected this client's auth token",
-            "use the cluster's token: `eval \"$(raykube env NAME)\"` sets RAY_AUTH_TOKEN_PATH",
-        ) from exc
-    except (ConnectionError, RuntimeError) as exc:
-        text = str(exc)
-        raise BackendError(f"cannot reach the Jobs API at {url}: {text.splitlines()[0]}",
-                           "is the cluster running? `raykube list`", retryable=True) from exc
+    return jobs_client(*resolve(cluster).dashboard())
 
 
 def submit(
-    cluster: Cluster | str | None,
+    cluster: ClusterRef,
     entrypoint: str,
     *,
     working_dir: str | None = None,
@@ -240,7 +220,7 @@ def submit(
     env = dict(runtime_env or {})
     if working_dir is not None:
         env["working_dir"] = check_working_dir(working_dir)
-    client = _client(cluster)
+    client = client_for(cluster)
     try:
         job_id = client.submit_job(
             entrypoint=entrypoint, runtime_env=env or None, submission_id=submission_id,
@@ -252,23 +232,14 @@ def submit(
     return Job(job_id, client)
 
 
-def get_job(cluster: Cluster | str | None, job_id: str) -> Job:
+def get_job(cluster: ClusterRef, job_id: str) -> Job:
     """A handle on job ``job_id`` of ``cluster``."""
-    job = Job(job_id, _client(cluster))
+    job = Job(job_id, client_for(cluster))
     job.info()  # raises JobError when there is no such job
     return job
 
 
-def list_jobs(cluster: Cluster | str | None) -> list[JobInfo]:
+def list_jobs(cluster: ClusterRef) -> list[JobInfo]:
     """Every job of ``cluster``, oldest first."""
-    client = _client(cluster)
-    return [
-        JobInfo(
-            job_id=d.submission_id or d.job_id or "?",
-            state=JobState(str(d.status)),
-            message=d.message or "",
-            entrypoint=d.entrypoint,
-            driver_exit_code=getattr(d, "driver_exit_code", None),
-        )
-        for d in sorted(client.list_jobs(), key=lambda d: d.start_time or 0)
-    ]
+    details = client_for(cluster).list_jobs()
+    return [JobInfo.of(d) for d in sorted(details, key=lambda d: d.start_time or 0)]

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from raykube.serving.spec import ServeSpec, model_app_name
+from raykube import frameworks
+from raykube.specs.serve import ServeSpec, model_app_name
 
 ROUTER_IMPORT_PATH = "raykube.serving.app:router_app"
 MODEL_IMPORT_PATH = "raykube.serving.app:model_app"
 ROUTER_DEPLOYMENT = "Router"
 MODEL_DEPLOYMENT = "Model"
 
-FRAMEWORK_ENV_VARS: dict[str, dict[str, str]] = {
-    "torch": {"OMP_NUM_THREADS": "1"},
-    "tensorflow": {"TF_USE_LEGACY_KERAS": "1", "OMP_NUM_THREADS": "1"},
-    "mxnet": {"OMP_NUM_THREADS": "1"},
-}
-"""Environment each framework's replicas start with (the same as its training workers)."""
+REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
+"""Environment every replica starts with, beside its framework's worker environment: one math
+thread per replica (Serve scales by replicas, not threads)."""
 
 
 def router_user_config(spec: ServeSpec, weights: dict[str, int] | None = None) -> dict[str, Any]:
@@ -69,7 +67,8 @@ def _runtime_env(spec: ServeSpec, working_dir: str | None, py_executable: str | 
                  ) -> dict[str, Any]:
     runtime_env = dict(spec.runtime_env)
     runtime_env["env_vars"] = {
-        **FRAMEWORK_ENV_VARS[spec.framework], **runtime_env.get("env_vars", {}),
+        **REPLICA_ENV, **frameworks.get(spec.framework).worker_env,
+        **runtime_env.get("env_vars", {}),
     }
     if working_dir:
         runtime_env["working_dir"] = working_dir

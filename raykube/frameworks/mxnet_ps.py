@@ -7,9 +7,8 @@ child processes (with the MXNet interpreter) and gives every worker its ``DMLC_*
 environment; ``on_shutdown`` stops them. The servers carry a watchdog that ends them when the
 worker that started them dies, so a restart after a failure never meets stale servers.
 
-MXNet 1.9.1 (the last release) needs numpy < 2, while Ray's driver side needs numpy >= 2: MXNet
-workers run in their own Python environment, named by ``RAYKUBE_MXNET_PYTHON`` and handed to Ray
-as the workers' ``py_executable`` (on Kubernetes: an image with MXNet for the worker group).
+Imported only when an MXNet run is built (:meth:`raykube.frameworks.mxnet.MXNet.make_trainer`):
+it subclasses Ray Train's backend classes.
 """
 
 from __future__ import annotations
@@ -23,11 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray.train.backend import Backend, BackendConfig
-
-from raykube.errors import TrainError
-
-MXNET_PYTHON_ENV = "RAYKUBE_MXNET_PYTHON"
-"""Path of the Python interpreter of the MXNet environment, on every node."""
 
 # A scheduler or server: a watchdog thread ends it when the worker that started it is gone,
 # then importing mxnet with DMLC_ROLE set runs ps-lite's loop until the workers finish.
@@ -131,38 +125,3 @@ class _MXNetBackend(Backend):  # type: ignore[misc]
             worker_group.execute_single(0, stop_parameter_servers)
         except Exception:  # noqa: BLE001 - rank 0 is gone already; its watchdogs end the servers
             pass
-
-
-def mxnet_python() -> str | None:
-    """The MXNet interpreter named by ``RAYKUBE_MXNET_PYTHON``.
-
-    Raises:
-        TrainError: it is named but does not exist on this machine.
-    """
-    python = os.environ.get(MXNET_PYTHON_ENV)
-    if python and not os.path.exists(python):
-        raise TrainError(
-            f"{MXNET_PYTHON_ENV}={python} does not exist",
-            "create the MXNet environment with `bash scripts/setup-mxnet.sh`, or point "
-            f"{MXNET_PYTHON_ENV} at a Python with mxnet==1.9.1, numpy<2 and ray==2.60.0",
-        )
-    return python
-
-
-def make_mxnet_trainer(request: Any) -> Any:
-    """A Ray Train ``DataParallelTrainer`` running MXNet workers with the ps-lite backend."""
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-    python = mxnet_python()
-    runtime_env = dict(request.run.worker_runtime_env or {})
-    if python:
-        runtime_env["py_executable"] = python
-    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), "OMP_NUM_THREADS": "1"}
-    request.run.worker_runtime_env = runtime_env
-    return DataParallelTrainer(
-        request.train_fn,
-        train_loop_config=request.config,
-        backend_config=MXNetConfig(),
-        scaling_config=request.scaling,
-        run_config=request.run,
-    )

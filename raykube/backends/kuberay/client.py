@@ -1,0 +1,271 @@
+"""The one module that talks to the ``kubernetes`` client: credentials, the few verbs raykube
+uses on the few kinds it touches, and API errors turned into raykube errors that name the
+object and the fix. Everything else (the KubeRay backend, RayJobs, RayServices, the
+port-forward) goes through :class:`KubeClient`, and sees objects as plain dicts in the API's
+own JSON form (``metadata.labels``, ``status.podIP``), so a fake client in the unit tests is a
+few dicts.
+
+Error mapping (the original ``ApiException`` stays as ``__cause__``):
+
+- 401 -> BackendError: credentials rejected or expired;
+- 403 -> BackendError: RBAC denies the verb on the resource in the namespace;
+- 404 -> ClusterNotFound for a RayCluster, BackendError naming a missing CRD/API otherwise;
+- 409 -> BackendError (retryable): conflict, the object changed or exists;
+- 422 -> SpecError: the API server's validation causes, field by field;
+- connection refused / timeout -> BackendError (retryable): the API server is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from raykube.errors import BackendError, ClusterNotFound, RaykubeError, SpecError
+
+RAY_GROUP, RAY_VERSION = "ray.io", "v1"
+
+FIELD_MANAGER = "raykube"
+"""The field manager of every server-side apply raykube makes."""
+
+RAY_PLURALS = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService": "rayservices"}
+"""The ``ray.io/v1`` kinds raykube reads and writes, with their resource (plural) names."""
+
+_CORE = {"Pod": "pod", "Event": "event", "PersistentVolumeClaim": "persistent_volume_claim"}
+_POLICY = {"PodDisruptionBudget": "pod_disruption_budget"}
+"""Other kinds raykube touches, by the name their typed API methods carry."""
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The status condition of type ``kind`` of an object, or None."""
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return dict(item)
+    return None
+
+
+def condition_true(obj: dict[str, Any], kind: str) -> bool:
+    """Whether ``obj`` has condition ``kind`` with status True."""
+    return (condition(obj, kind) or {}).get("status") == "True"
+
+
+class KubeClient:
+    """A namespace-defaulted client for the kinds raykube uses (see the module docstring)."""
+
+    def __init__(self, api: Any, namespace: str) -> None:
+        from kubernetes import client
+
+        self.api = api
+        self.namespace = namespace
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._policy = client.PolicyV1Api(api)
+
+    @classmethod
+    def load(cls, context: str | None = None, namespace: str | None = None) -> KubeClient:
+        """A client from the kubeconfig (``$KUBECONFIG``, ``~/.kube/config``; ``context``
+        chosen), or the in-cluster service account when running in a pod.
+
+        Raises:
+            BackendError: no usable configuration.
+        """
+        from kubernetes import client, config
+
+        # $KUBECONFIG read now: the client reads it once, when it is imported.
+        files = os.environ.get("KUBECONFIG") or None
+        try:
+            try:
+                config.load_kube_config(config_file=files, context=context)
+                _, active = config.list_kube_config_contexts(config_file=files)
+                default_ns = (active or {}).get("context", {}).get("namespace") or "default"
+            except config.ConfigException:
+                config.load_incluster_config()
+                default_ns = "default"
+        except config.ConfigException as exc:
+            raise BackendError(
+                f"no Kubernetes configuration found: {exc}",
+                "set KUBECONFIG (or ~/.kube/config), pass --context, or run inside a pod",
+            ) from exc
+        return cls(client.ApiClient(), namespace or default_ns)
+
+    @property
+    def host(self) -> str:
+        """The API server's URL."""
+        return str(self.api.configuration.host)
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        return dict(self.api.sanitize_for_serialization(obj))
+
+    def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - translated
+            raise translate(exc, what) from exc
+
+    @staticmethod
+    def _what(kind: str, namespace: str, name: str | None = None) -> str:
+        return f"{kind} {namespace}/{name}" if name else f"{kind}s in {namespace}"
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create or update ``body`` by server-side apply (a second apply with a changed body
+        patches what the first made); its namespace defaults to this client's."""
+        kind, name = body["kind"], body["metadata"]["name"]
+        namespace = body["metadata"].setdefault("namespace", self.namespace)
+        options = {"field_manager": FIELD_MANAGER, "force": True,
+                   "_content_type": "application/apply-patch+yaml"}
+        what = self._what(kind, namespace, name)
+        if kind in RAY_PLURALS:
+            return dict(self._call(what, self._custom.patch_namespaced_custom_object, RAY_GROUP,
+                                   RAY_VERSION, namespace, RAY_PLURALS[kind], name, body,
+                                   **options))
+        api, method = (self._core, _CORE[kind]) if kind in _CORE else (self._policy, _POLICY[kind])
+        patch = getattr(api, f"patch_namespaced_{method}")
+        return self._plain(self._call(what, patch, name, namespace, body, **options))
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create ``body`` (a ``ray.io/v1`` object); 409 when it exists."""
+        kind, name = body["kind"], body["metadata"]["name"]
+        namespace = body["metadata"].setdefault("namespace", self.namespace)
+        return dict(self._call(self._what(kind, namespace, name),
+                               self._custom.create_namespaced_custom_object, RAY_GROUP,
+                               RAY_VERSION, namespace, RAY_PLURALS[kind], body))
+
+    def get(self, kind: str, name: str, namespace: str | None = None, *,
+            missing_ok: bool = False) -> dict[str, Any]:
+        """The object as a dict; with ``missing_ok`` one that does not exist reads as ``{}``."""
+        namespace = namespace or self.namespace
+        try:
+            if kind in RAY_PLURALS:
+                return dict(self._custom.get_namespaced_custom_object(
+                    RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name))
+            read = getattr(self._core, f"read_namespaced_{_CORE[kind]}")
+            return self._plain(read(name, namespace))
+        except Exception as exc:  # noqa: BLE001 - translated
+            if missing_ok and getattr(exc, "status", None) == 404:
+                return {}
+            raise translate(exc, self._what(kind, namespace, name)) from exc
+
+    def list(self, kind: str, namespace: str | None = None, *, labels: str | None = None,
+             fields: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Objects of ``kind`` in the namespace, by label and field selector."""
+        namespace = namespace or self.namespace
+        what = self._what(kind, namespace)
+        selectors: dict[str, Any] = {k: v for k, v in (("label_selector", labels),
+                                     ("field_selector", fields), ("limit", limit)) if v}
+        if kind in RAY_PLURALS:
+            answer = self._call(what, self._custom.list_namespaced_custom_object, RAY_GROUP,
+                                RAY_VERSION, namespace, RAY_PLURALS[kind], **selectors)
+            return list(answer.get("items") or [])
+        listing = getattr(self._core, f"list_namespaced_{_CORE[kind]}")
+        return [self._plain(item) for item in self._call(what, listing, namespace,
+                                                          **selectors).items]
+
+    def has_api(self, kind: str) -> bool:
+        """Whether the server serves ``kind`` (a ``ray.io/v1`` CRD installed)."""
+        try:
+            self._custom.list_cluster_custom_object(RAY_GROUP, RAY_VERSION, RAY_PLURALS[kind],
+                                                    limit=1)
+            return True
+        except Exception as exc:  # noqa: BLE001 - translated
+            error = translate(exc, f"the {RAY_GROUP}/{RAY_VERSION} {kind} API")
+            if "404" in error.message:
+                return False
+            raise error from exc
+
+    def json_patch(self, kind: str, name: str, patch: list[dict[str, Any]],
+                   namespace: str | None = None) -> None:
+        """Apply a JSON patch (RFC 6902; ``test`` ops guard against concurrent changes)."""
+        namespace = namespace or self.namespace
+        self._call(self._what(kind, namespace, name), self._custom.patch_namespaced_custom_object,
+                   RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name, patch,
+                   _content_type="application/json-patch+json")
+
+    def delete(self, kind: str, name: str, namespace: str | None = None, *,
+               propagation: str | None = None, missing_ok: bool = False) -> None:
+        """Delete the object (``propagation``: Kubernetes' propagationPolicy); with
+        ``missing_ok`` one that does not exist is no error."""
+        namespace = namespace or self.namespace
+        options = {"propagation_policy": propagation} if propagation else {}
+        try:
+            if kind in RAY_PLURALS:
+                self._custom.delete_namespaced_custom_object(
+                    RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name, **options)
+                return
+            api, method = ((self._core, _CORE[kind]) if kind in _CORE
+                           else (self._policy, _POLICY[kind]))
+            getattr(api, f"delete_namespaced_{method}")(name, namespace, **options)
+        except Exception as exc:  # noqa: BLE001 - translated
+            if missing_ok and getattr(exc, "status", None) == 404:
+                return
+            raise translate(exc, self._what(kind, namespace, name)) from exc
+
+    def log(self, pod: str, namespace: str | None = None, *, container: str | None = None,
+            tail_lines: int | None = None) -> str:
+        """A container's log (the last ``tail_lines`` lines)."""
+        namespace = namespace or self.namespace
+        options = {k: v for k, v in (("container", container), ("tail_lines", tail_lines)) if v}
+        return str(self._call(self._what("Pod", namespace, pod),
+                              self._core.read_namespaced_pod_log, pod, namespace, **options))
+
+    def port_stream(self, namespace: str, pod: str, port: int) -> tuple[Any, Any]:
+        """A port-forward stream to ``port`` of ``pod``: ``(stream, socket)``; close the stream.
+
+        The client's stream helpers swap the ApiClient's request method while they connect, so
+        a shared ApiClient would send other threads' plain API calls down a websocket: every
+        stream gets its own client over the same configuration.
+        """
+        from kubernetes import client
+        from kubernetes.stream import portforward
+
+        core = client.CoreV1Api(client.ApiClient(self.api.configuration))
+        forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace,
+                              ports=str(port))
+        return forward, forward.socket(port)
+
+
+def _causes(body: str) -> list[tuple[str, str]]:
+    try:
+        details = json.loads(body).get("details", {})
+    except (ValueError, AttributeError):
+        return []
+    return [(c.get("field", "?"), c.get("message", "")) for c in details.get("causes", [])]
+
+
+def translate(exc: BaseException, what: str) -> RaykubeError:
+    """A raykube error for a failed call on ``what`` (e.g. "RayCluster default/demo")."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        status, body = exc.status, exc.body or ""
+        try:
+            message = json.loads(body).get("message", body)
+        except (ValueError, AttributeError):
+            message = body or str(exc.reason)
+        if status == 401:
+            return BackendError(f"{what}: the API server rejected the credentials (401)",
+                                "log in again / refresh the kubeconfig token")
+        if status == 403:
+            return BackendError(f"{what}: forbidden by RBAC (403): {message}",
+                                "ask for a Role granting this verb on ray.io rayclusters and "
+                                "pods in the namespace")
+        if status == 404 and what.startswith("RayCluster") and "the server could not find the "\
+                "requested resource" not in message:
+            return ClusterNotFound(f"{what} does not exist", "`raykube list --backend kuberay`")
+        if status == 404:
+            return BackendError(f"{what}: not found (404): {message}",
+                                "is the KubeRay operator installed? (its CRDs define ray.io/v1)")
+        if status == 409:
+            return BackendError(f"{what}: conflict (409): {message}",
+                                "someone else changed it; run the command again", retryable=True)
+        if status == 422:
+            causes = _causes(body)
+            lines = "\n".join(f"  {field}: {text}" for field, text in causes) or f"  {message}"
+            return SpecError(f"{what}: the API server refused it (422):\n{lines}",
+                             "fix the spec fields behind these manifest fields")
+        return BackendError(f"{what}: API error {status}: {message}", retryable=status >= 500)
+    if isinstance(exc, (HTTPError, OSError)):
+        return BackendError(f"{what}: the Kubernetes API server is unreachable: {exc}",
+                            "check the cluster is up and KUBECONFIG points at it",
+                            retryable=True)
+    return BackendError(f"{what}: {exc}")
