@@ -10,6 +10,7 @@ The token itself is never printed: clients are told where it lives.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
@@ -53,8 +54,6 @@ def apply_client_env(path: str | Path | None) -> None:
     """Make this process a client of a cluster using ``path``: set the auth environment and,
     when Ray is already imported, refresh the settings Ray cached at import (as Ray itself does
     when it turns token auth on)."""
-    import sys
-
     os.environ.update(client_env(path))
     if "ray" in sys.modules:
         from ray._private.authentication.authentication_token_setup import (  # noqa: PLC0415

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-mxnet.sh
 echo "[test] lint: ruff"; .venv/bin/ruff check raykube jobs tests benchmarks
+echo "[test] layers: import-linter"; .venv/bin/lint-imports --no-cache
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi

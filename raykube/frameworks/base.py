@@ -59,15 +59,12 @@ class Framework:
         modules: modules that must be importable in the environment the framework runs in.
         install: what to install when one is missing (for the error's hint).
         worker_env: environment variables its training workers and serving replicas start with.
-        picks_cuda: whether raykube chooses the device and collective backend for it (CUDA and
-            NCCL where a worker really has a GPU, else the CPU and gloo).
     """
 
     name: ClassVar[str] = ""
     modules: ClassVar[tuple[str, ...]] = ()
     install: ClassVar[str] = ""
     worker_env: ClassVar[Mapping[str, str]] = {}
-    picks_cuda: ClassVar[bool] = False
 
     def check_installed(self) -> None:
         """Raise :class:`TrainError` naming the missing module and its install command."""
@@ -77,6 +74,11 @@ class Framework:
                     f"framework module {module!r} is not installed in this environment",
                     f"install it: pip install {self.install}",
                 )
+
+    def cuda_on_workers(self, gpus: float, accelerator_type: str | None) -> bool:
+        """Whether its workers with ``gpus`` GPUs each should use CUDA (and NCCL): only for a
+        framework where raykube picks the device, and only where a worker really sees one."""
+        return False
 
     def python(self) -> str | None:
         """The interpreter its workers and replicas run in, where not the cluster's own."""

@@ -34,9 +34,8 @@ def watch():
         if os.getppid() != parent:
             os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
-import numpy as np
-if not hasattr(np, "bool"):
-    np.bool = bool
+from raykube.frameworks.mxnet import patch_numpy
+patch_numpy()
 import mxnet
 """
 

@@ -44,7 +44,24 @@ class Torch(Framework):
     name = "torch"
     modules = ("torch",)
     install = "'raykube[torch]'"
-    picks_cuda = True
+
+    def cuda_on_workers(self, gpus: float, accelerator_type: str | None) -> bool:
+        """Asked of a worker placed as the run's would be (a tiny probe task): logical GPUs on a
+        CPU-only machine keep the CPU and gloo."""
+        import ray
+
+        extra = {f"accelerator_type:{accelerator_type}": 0.001} if accelerator_type else {}
+
+        @ray.remote(num_cpus=0, num_gpus=gpus, resources=extra)
+        def probe() -> bool:
+            try:
+                import torch
+
+                return bool(torch.cuda.is_available())
+            except ImportError:
+                return False
+
+        return bool(ray.get(probe.remote(), timeout=300))
 
     def make_trainer(self, request: TrainerRequest) -> Any:
         self.check_installed()

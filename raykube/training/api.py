@@ -145,26 +145,6 @@ class TrainResult:
         return worker.load_state(folder) if folder else None
 
 
-def _cuda_on_workers(resources: Resources) -> bool:
-    """Whether a worker with these resources would see a real CUDA device (a tiny probe task)."""
-    import ray
-
-    extra = {f"accelerator_type:{resources.accelerator_type}": 0.001} if (
-        resources.accelerator_type
-    ) else {}
-
-    @ray.remote(num_cpus=0, num_gpus=resources.gpus, resources=extra)
-    def probe() -> bool:
-        try:
-            import torch
-
-            return bool(torch.cuda.is_available())
-        except ImportError:
-            return False
-
-    return bool(ray.get(probe.remote(), timeout=300))
-
-
 def ship_by_value(train_fn: Callable[..., Any]) -> list[str]:
     """Send the user's own code with the run: the module defining ``train_fn`` and the modules
     beside it in the same folder are pickled by value, so workers need not find them on their
@@ -274,7 +254,8 @@ def train(
     ensure_connected(target)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-    use_cuda = bool(gpus_per_worker) and chosen.picks_cuda and _cuda_on_workers(resources)
+    use_cuda = bool(gpus_per_worker) and chosen.cuda_on_workers(gpus_per_worker,
+                                                                accelerator_type)
     per_worker: dict[str, float] = {"CPU": cpus_per_worker}
     if gpus_per_worker:
         per_worker["GPU"] = gpus_per_worker
