@@ -117,7 +117,7 @@ def test_server_side_validation_error_names_the_field(namespace: str) -> None:
     manifest["spec"]["autoscalerOptions"] = {"upscalingMode": "Fast"}  # not in the CRD's enum
     backend = KubeRayBackend(namespace=namespace)
     with pytest.raises(SpecError, match=r"422") as caught:
-        backend._apply(manifest, f"RayCluster {namespace}/rk-kube")
+        backend.kube.apply(manifest)
     assert "spec.autoscalerOptions.upscalingMode" in caught.value.message
     assert "Fast" in caught.value.message
 

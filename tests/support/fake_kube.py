@@ -57,9 +57,9 @@ class FakeKube:
                    namespace: str | None = None) -> None:
         self.patches.append((kind, name, patch))
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any]) -> None:
         self.applied.append(body)
-        return self.add(copy.deepcopy(body))
+        self.add(copy.deepcopy(body))
 
     def delete(self, kind: str, name: str, namespace: str | None = None, **_: Any) -> None:
         self.objects.pop((kind, namespace or self.namespace, name), None)

@@ -233,12 +233,15 @@ class KubeRayBackend:
             describe=lambda: self._why_stuck(name, namespace))
 
     def down(self, name: str, *, timeout: float = 120.0) -> None:
-        """Delete the RayCluster and wait until its pods are gone (the storage claim stays)."""
+        """Delete the RayCluster and wait until it and its pods are gone (with foreground
+        deletion the RayCluster goes last; the storage claim stays)."""
         namespace = self._ns()
         self.kube.delete("RayCluster", name, namespace, propagation="Foreground")
         Progress().say(f"RayCluster {namespace}/{name}: deleting; waiting for its pods")
-        wait_for(lambda: not self._pods(name, namespace), timeout=timeout,
-                 what=f"the pods of RayCluster {namespace}/{name} to go", interval=0.5)
+        wait_for(lambda: not self._pods(name, namespace) and not self.kube.get(
+                     "RayCluster", name, namespace, missing_ok=True),
+                 timeout=timeout, what=f"RayCluster {namespace}/{name} and its pods to go",
+                 interval=0.5)
 
     def endpoints(self, name: str) -> Endpoints:
         """How this process reaches the cluster: the head service's DNS names from inside the

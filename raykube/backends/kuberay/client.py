@@ -106,7 +106,7 @@ class KubeClient:
     def _what(kind: str, namespace: str, name: str | None = None) -> str:
         return f"{kind} {namespace}/{name}" if name else f"{kind}s in {namespace}"
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any]) -> None:
         """Create or update ``body`` by server-side apply (a second apply with a changed body
         patches what the first made); its namespace defaults to this client's."""
         kind, name = body["kind"], body["metadata"]["name"]
@@ -115,20 +115,19 @@ class KubeClient:
                    "_content_type": "application/apply-patch+yaml"}
         what = self._what(kind, namespace, name)
         if kind in RAY_PLURALS:
-            return dict(self._call(what, self._custom.patch_namespaced_custom_object, RAY_GROUP,
-                                   RAY_VERSION, namespace, RAY_PLURALS[kind], name, body,
-                                   **options))
+            self._call(what, self._custom.patch_namespaced_custom_object, RAY_GROUP, RAY_VERSION,
+                       namespace, RAY_PLURALS[kind], name, body, **options)
+            return
         api, method = (self._core, _CORE[kind]) if kind in _CORE else (self._policy, _POLICY[kind])
-        patch = getattr(api, f"patch_namespaced_{method}")
-        return self._plain(self._call(what, patch, name, namespace, body, **options))
+        self._call(what, getattr(api, f"patch_namespaced_{method}"), name, namespace, body,
+                   **options)
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, body: dict[str, Any]) -> None:
         """Create ``body`` (a ``ray.io/v1`` object); 409 when it exists."""
         kind, name = body["kind"], body["metadata"]["name"]
         namespace = body["metadata"].setdefault("namespace", self.namespace)
-        return dict(self._call(self._what(kind, namespace, name),
-                               self._custom.create_namespaced_custom_object, RAY_GROUP,
-                               RAY_VERSION, namespace, RAY_PLURALS[kind], body))
+        self._call(self._what(kind, namespace, name), self._custom.create_namespaced_custom_object,
+                   RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], body)
 
     def get(self, kind: str, name: str, namespace: str | None = None, *,
             missing_ok: bool = False) -> dict[str, Any]:
