@@ -11,12 +11,14 @@ import argparse
 import importlib.util
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -50,6 +52,13 @@ def _amount(resource: str, value: float) -> str:
     if resource in ("memory", "object_store_memory"):
         return f"{value / 2**30:.1f}GiB" if value >= 2**30 else f"{value / 2**20:.0f}MiB"
     return f"{value:g}"
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """Columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for row in [headers, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _print_status(status: ClusterStatus) -> None:
@@ -98,7 +107,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else [
-        s.name for s in clusters.list_clusters(backend=args.backend, namespace=args.namespace) if s.state != "dead"
+        s.name for s in clusters.list_clusters(backend=args.backend, namespace=args.namespace)
+        if s.state not in ("dead", "unreadable")
     ]
     if not names:
         print("no running clusters; start one with `raykube up clusters/local.yaml`")
@@ -126,10 +136,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not summaries:
         print("no clusters; start one with `raykube up clusters/local.yaml`")
         return 0
-    print(f"{'NAME':<20}{'BACKEND':<10}{'STATE':<10}DASHBOARD")
-    for summary in summaries:
-        print(f"{summary.name:<20}{summary.backend:<10}{summary.state:<10}"
-              f"{summary.dashboard_url or '-'}")
+    _print_table(["NAME", "BACKEND", "STATE", "DASHBOARD"],
+                 [[s.name, s.backend, s.state, s.dashboard_url or "-"] for s in summaries])
     return 0
 
 
@@ -159,18 +167,20 @@ def cmd_env(args: argparse.Namespace) -> int:
     variables = {"RAY_API_SERVER_ADDRESS": endpoints.dashboard_url}
     variables.update(client_env(endpoints.auth_token_path))
     for key, value in variables.items():
-        print(f"export {key}={value}")
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 
 def cmd_job_submit(args: argparse.Namespace) -> int:
     words = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
-    entrypoint = " ".join(words).strip()
+    # One word is a command line the user quoted whole ("python a.py && python b.py"); several
+    # are argv, kept word for word (an argument with a space stays one argument).
+    entrypoint = (words[0] if len(words) == 1 else shlex.join(words)).strip()
     if not entrypoint:
         print("error: no entrypoint: put the command after --, e.g. "
               "raykube job submit -- python train.py", file=sys.stderr)
         return 2
-    runtime_env = json.loads(args.runtime_env_json) if args.runtime_env_json else None
+    runtime_env = _json_object(args.runtime_env_json, "--runtime-env-json")
     job = jobs.submit(
         _target(args), entrypoint, working_dir=args.working_dir, runtime_env=runtime_env,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, submission_id=args.submission_id,
@@ -261,7 +271,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _load_function(args.target), framework=args.framework, cluster=_target(args),
         num_workers=workers, cpus_per_worker=args.cpus, gpus_per_worker=args.gpus,
         worker_group=args.worker_group, storage_path=args.storage, name=args.name,
-        config=json.loads(args.config) if args.config else None,
+        config=_json_object(args.config, "--config"),
         max_failures=args.max_failures,
     )
     print(json.dumps({"metrics": result.metrics, "checkpoint": result.checkpoint,
@@ -280,6 +290,29 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         objects = render_all(load_spec(args.spec), pod_monitor=args.pod_monitor)
     print(to_yaml(objects), end="")
     return 0
+
+
+def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
+    """The JSON object a flag holds (None when not given), or a SpecError naming the flag."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise SpecError(f"{flag} is not JSON: {exc}", f"e.g. {flag} '{{\"pip\": [\"requests\"]}}'"
+                        ) from None
+    if not isinstance(value, dict):
+        raise SpecError(f"{flag} must be a JSON object, not {type(value).__name__}",
+                        f"e.g. {flag} '{{\"env_vars\": {{\"A\": \"1\"}}}}'")
+    return value
+
+
+def _percent(text: str, version: str) -> int:
+    """A ``--weight`` share, or a SpecError naming it."""
+    if not text.isdigit() or int(text) > 100:
+        raise SpecError(f"--weight {version}={text[:20]!r}: a weight is a whole percent 0..100",
+                        f"e.g. --weight {version}=10")
+    return int(text)
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
@@ -317,7 +350,7 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
         spec = spec.model_copy(update={"versions": versions}).validated()
     weights = _pairs(args.weight, "weight")
     if weights:
-        spec = spec.with_weights(**{v: int(w) for v, w in weights.items()})
+        spec = spec.with_weights(**{v: _percent(w, v) for v, w in weights.items()})
     if not args.cluster and get_backend(args.backend).capabilities.service_clusters:
         return _apply_rayservice(spec, args)
     service = deploy(spec, _target(args), timeout=args.timeout)

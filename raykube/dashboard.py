@@ -16,8 +16,19 @@ from raykube.auth import read_token
 from raykube.errors import BackendError
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Answer a redirect with its own HTTP error: a request carrying a cluster's token is never
+    re-sent to wherever a ``Location`` header points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class DashboardClient:
-    """Authenticated JSON calls to one dashboard."""
+    """Authenticated JSON calls to one dashboard (redirects are refused, not followed)."""
 
     def __init__(self, url: str, token_path: str | None, *, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
@@ -41,9 +52,16 @@ class DashboardClient:
             self.url + path, data=data, method=method, headers=self._headers()
         )
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as response:
+            with _OPENER.open(req, timeout=self._timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise BackendError(
+                    f"dashboard {self.url}{path} answered with a redirect (HTTP {exc.code}) to "
+                    f"{str(exc.headers.get('Location', '?'))[:200]}; raykube does not follow "
+                    "redirects with a cluster's token",
+                    "use the dashboard's own URL (`raykube address NAME`)",
+                ) from exc
             detail = exc.read().decode(errors="replace")[:500]
             hint = (
                 "the cluster uses Ray token auth: check RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token"

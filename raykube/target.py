@@ -9,7 +9,8 @@ The forms a reference takes:
 - ``"kuberay:NAMESPACE/NAME"`` or ``"kuberay:NAME"``: a KubeRay RayCluster;
 - ``"host:port"``, ``"ray://host:port"`` or ``"auto"``: a bare Ray address, for a driver
   (``train``, ``connect``);
-- ``"http(s)://host:port"``: a bare dashboard URL, for the Jobs API (``submit``);
+- ``"http(s)://host:port"``: a dashboard URL, for the Jobs API (``submit``): a local cluster's
+  own when it is one's, else a bare URL;
 - None: inside a Ray job, the cluster it runs on (``RAY_ADDRESS``); elsewhere the one local
   cluster that is running.
 
@@ -23,10 +24,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
+from raykube.auth import TOKEN_PATH_ENV
 from raykube.backends.base import Capabilities, Endpoints
 from raykube.cluster import Cluster, get, list_clusters
 from raykube.errors import ClusterError, RaykubeError
@@ -45,7 +46,8 @@ class Target:
         cluster: the handle of a cluster raykube knows, else None.
         address: a bare driver address (``host:port``, ``ray://...``), else None.
         dashboard_url: a bare dashboard URL (``http://...``), else None.
-        token_path: the Ray token file for a bare address or URL (from the environment).
+        token_path: the Ray token file for a bare address or URL: only one the user named
+            (``RAY_AUTH_TOKEN_PATH``), never a default file sent to an unknown host.
     """
 
     reference: str
@@ -121,14 +123,19 @@ ClusterRef = Cluster | Target | str | None
 """What every workload's ``cluster=`` takes (see :func:`resolve`)."""
 
 
-def _environment_token() -> str | None:
-    """The token file a bare address is used with: Ray's own ``RAY_AUTH_TOKEN_PATH``, else
-    ``~/.ray/auth_token`` where it exists."""
-    configured = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if configured:
-        return configured
-    default = Path.home() / ".ray" / "auth_token"
-    return str(default) if default.exists() else None
+def _dashboard_target(url: str) -> Target:
+    """A dashboard URL as a target. The cluster's token goes only where the user sent it:
+    with the token file the user named for it (Ray's ``RAY_AUTH_TOKEN_PATH``), or to a local
+    cluster raykube runs at that URL (with that cluster's token). Any other URL gets no token:
+    a URL is not proof of which cluster answers it."""
+    named = os.environ.get(TOKEN_PATH_ENV)
+    if named:
+        return Target(url, dashboard_url=url, token_path=named)
+    for summary in list_clusters():
+        if summary.state == "running" and summary.dashboard_url and (
+                summary.dashboard_url.rstrip("/") == url.rstrip("/")):
+            return Target(url, cluster=get(summary.name))
+    return Target(url, dashboard_url=url)
 
 
 def _inside_job(address: str) -> Target:
@@ -139,7 +146,7 @@ def _inside_job(address: str) -> Target:
             cluster = get(summary.name)
             if cluster.endpoints.gcs_address == address:
                 return Target(summary.name, cluster=cluster)
-    return Target("RAY_ADDRESS", address=address, token_path=os.environ.get("RAY_AUTH_TOKEN_PATH"))
+    return Target("RAY_ADDRESS", address=address, token_path=os.environ.get(TOKEN_PATH_ENV))
 
 
 def resolve(reference: ClusterRef, *, backend: str = "local",
@@ -177,10 +184,9 @@ def resolve(reference: ClusterRef, *, backend: str = "local",
         return Target(reference, cluster=get(name, backend="kuberay",
                                              namespace=where or namespace))
     if reference.startswith(("http://", "https://")):
-        return Target(reference, dashboard_url=reference, token_path=_environment_token())
+        return _dashboard_target(reference)
     if ":" in reference or reference == "auto":
-        return Target(reference, address=reference,
-                      token_path=os.environ.get("RAY_AUTH_TOKEN_PATH"))
+        return Target(reference, address=reference, token_path=os.environ.get(TOKEN_PATH_ENV))
     return Target(reference, cluster=get(reference, backend=backend, namespace=namespace))
 
 

@@ -84,6 +84,17 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None
     )
 
 
+def assert_clean_error(result, code: int, *words: str) -> None:  # type: ignore[no-untyped-def]
+    """The CLI refused: exit ``code``, ``error:`` and ``hint:`` on stderr holding ``words``, no
+    traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+    assert "\nhint: " in result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real Kubernetes control plane with the KubeRay operator (../shared/k8s), for the session,

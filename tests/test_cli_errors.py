@@ -6,18 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import assert_clean_error, run_cli
 
 pytestmark = pytest.mark.unit
-
-
-def assert_clean_error(result, code: int, *words: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: ")
-    assert "\nhint: " in result.stderr
-    for word in words:
-        assert word in result.stderr, result.stderr
 
 
 def test_invalid_spec_is_refused_before_anything_starts(tmp_path: Path) -> None:

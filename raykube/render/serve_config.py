@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from raykube import frameworks
-from raykube.specs.serve import ServeSpec, model_app_name
+from raykube.specs.serve import APP_SEPARATOR, ServeSpec, model_app_name
 
 ROUTER_IMPORT_PATH = "raykube.serving.app:router_app"
 MODEL_IMPORT_PATH = "raykube.serving.app:model_app"
@@ -149,8 +149,14 @@ def render_serve_config(
 
 
 def belongs_to(app_name: str, service: str) -> bool:
-    """Whether Serve application ``app_name`` is ``service``'s router or one of its versions."""
-    return app_name == service or app_name.startswith(model_app_name(service, ""))
+    """Whether Serve application ``app_name`` is ``service``'s router or one of its versions:
+    exactly ``service``, or ``service--VERSION`` with no further separator (so deleting ``foo``
+    never touches another service's ``foo--bar--v1``)."""
+    if app_name == service:
+        return True
+    prefix = model_app_name(service, "")
+    version = app_name[len(prefix):]
+    return app_name.startswith(prefix) and bool(version) and APP_SEPARATOR not in version
 
 
 def rollout_steps(before: list[dict[str, Any]], new_apps: list[dict[str, Any]],

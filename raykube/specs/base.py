@@ -23,6 +23,19 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 KIND_NAMES = {"RayCluster": "cluster spec", "RayJob": "job spec", "Serve": "serve spec"}
 """A spec file's ``kind`` -> what messages call it (a file without ``kind`` is a cluster spec)."""
 
+MAX_SPEC_BYTES = 1 << 20
+"""The largest spec file read (1 MiB: specs are a few hundred lines)."""
+
+MAX_NODES = 20_000
+"""The most YAML nodes a spec may hold once aliases are expanded: a "billion laughs" file of a
+few hundred bytes expands to millions, which validation and its messages would walk."""
+
+MAX_DEPTH = 64
+"""The deepest nesting a spec may have."""
+
+MAX_PROBLEMS = 20
+"""Problems listed in one error; the rest are counted."""
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -54,6 +67,11 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return path or "(top level)"
 
 
+def _shown_input(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _describe(error: dict[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -64,8 +82,8 @@ def _describe(error: dict[str, Any]) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
     if "input" in error and kind not in ("value_error", "assertion_error"):
-        message = f"{message} (got {error['input']!r})"
-    return message
+        message = f"{message} (got {_shown_input(error['input'])})"
+    return message[:400]
 
 
 def _group_name_at(data: Any, loc: tuple[int | str, ...]) -> str | None:
@@ -87,7 +105,9 @@ def format_problems(exc: ValidationError, data: Any, source: str, what: str) -> 
         group = _group_name_at(data, error["loc"])
         where = f"{path} (group {group!r})" if group else path
         problems.append((where, _describe(error)))
-    lines = "\n".join(f"  {path}: {message}" for path, message in problems)
+    lines = "\n".join(f"  {path}: {message}" for path, message in problems[:MAX_PROBLEMS])
+    if len(problems) > MAX_PROBLEMS:
+        lines += f"\n  ... and {len(problems) - MAX_PROBLEMS} more"
     return SpecError(
         f"{source}: invalid {what} ({len(problems)} problem"
         f"{'s' if len(problems) != 1 else ''}):\n{lines}",
@@ -97,27 +117,86 @@ def format_problems(exc: ValidationError, data: Any, source: str, what: str) -> 
     )
 
 
-def read_yaml(path: str | Path) -> Any:
-    """The parsed YAML of ``path``.
+def _check_size(node: yaml.Node, source: str) -> None:
+    """Refuse a node graph whose aliases expand past :data:`MAX_NODES` or that nests deeper
+    than :data:`MAX_DEPTH` (counted on the composed graph, before anything is built)."""
+    sizes: dict[int, int] = {}
+
+    def size(current: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{source}: nested deeper than {MAX_DEPTH} levels",
+                            "a spec is a few levels deep: check the indentation", file=source)
+        if id(current) in sizes:
+            return sizes[id(current)]
+        total = 1
+        if isinstance(current, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in current.value)
+        elif isinstance(current, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in current.value)
+        if total > MAX_NODES:
+            raise SpecError(
+                f"{source}: expands to more than {MAX_NODES} YAML values (anchors and aliases "
+                "repeated inside each other)",
+                "write the values out; a spec needs no alias expansion of this size",
+                file=source,
+            )
+        sizes[id(current)] = total
+        return total
+
+    size(node, 0)
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Parsed YAML of ``text``, refusing alias bombs and deep nesting (see :func:`_check_size`).
 
     Raises:
-        SpecError: the file is missing or is not YAML (with the line and column).
+        SpecError: not YAML (with the line and column), or too large once expanded.
     """
-    file = Path(path)
-    if not file.is_file():
-        hint = "check the path; the shipped specs are in clusters/ and jobs/"
-        raise SpecError(f"{file}: no such spec file", hint, file=str(file))
     try:
-        return yaml.safe_load(file.read_text())
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return None
+        _check_size(node, source)
+        loader = yaml.SafeLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(
-            f"{file}: not valid YAML{where}: {problem}",
+            f"{source}: not valid YAML{where}: {str(problem)[:200]}",
             "fix the indentation or quoting there (YAML uses spaces, not tabs)",
-            file=str(file),
+            file=source,
         ) from None
+    except RecursionError:
+        raise SpecError(f"{source}: nested deeper than {MAX_DEPTH} levels",
+                        "a spec is a few levels deep: check the indentation", file=source
+                        ) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML of ``path`` (UTF-8, at most :data:`MAX_SPEC_BYTES`).
+
+    Raises:
+        SpecError: the file is missing, too large, not UTF-8, or not YAML.
+    """
+    file = Path(path)
+    if not file.is_file():
+        hint = "check the path; the shipped specs are in clusters/ and jobs/"
+        raise SpecError(f"{file}: no such spec file", hint, file=str(file))
+    if file.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{file}: {file.stat().st_size} bytes; a spec file is at most "
+                        f"{MAX_SPEC_BYTES} bytes", "is this the spec file?", file=str(file))
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{file}: not UTF-8 text (byte {exc.start})",
+                        "save the spec as UTF-8", file=str(file)) from None
+    return load_yaml_text(text, str(file))
 
 
 def parse(model: type[M], data: Any, *, source: str, what: str, example: str) -> M:
@@ -159,7 +238,13 @@ def spec_kind(path: str | Path) -> str:
     """
     data = read_yaml(path)
     kind = data.get("kind") if isinstance(data, dict) else None
-    return str(kind) if kind else "RayCluster"
+    if kind is None:
+        return "RayCluster"
+    if not isinstance(kind, str) or kind not in KIND_NAMES:
+        raise SpecError(f"{path}: kind {_shown_input(kind)} is not one raykube reads",
+                        "use kind: RayJob or kind: Serve, or leave kind out for a cluster spec",
+                        file=str(path))
+    return str(kind)
 
 
 def explain(model: type[BaseModel]) -> str:

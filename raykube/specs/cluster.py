@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +26,18 @@ from pydantic import Field, field_validator, model_validator
 from raykube.errors import ScaleError
 from raykube.quantity import cpu_count, parse_quantity
 from raykube.specs.base import SpecModel, check_dns_label, load, parse
+from raykube.specs.start_params import (
+    ACCELERATOR,
+    check_env,
+    check_labels,
+    check_start_param,
+    parse_resources_param,
+    shown,
+)
+
+MAX_REPLICAS = 10_000
+"""The most replicas a worker group may name: far above any real cluster, far below what
+would make arithmetic on it (capacity checks, autoscaler configs) misbehave."""
 
 RAY_VERSION = "2.60.0"
 """The Ray version raykube is built and tested against; specs default to it."""
@@ -47,22 +58,6 @@ GROUP_RESOURCE_AMOUNT = 1000
 def group_resource(name: str) -> str:
     """The custom resource that marks the nodes of worker group ``name``."""
     return f"{GROUP_RESOURCE_PREFIX}{name}"
-
-
-def parse_resources_param(value: str) -> dict[str, float]:
-    """The custom resources of a ``resources`` rayStartParam: plain JSON, or quoted the way
-    KubeRay's docs write it for the shell (``'"{\\"Custom1\\": 1}"'``).
-
-    Raises:
-        ValueError: the value is not a JSON object.
-    """
-    text = value.strip().strip("'")
-    if len(text) > 1 and text[0] == text[-1] == '"':
-        text = text[1:-1].replace('\\"', '"')
-    parsed = json.loads(text)
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{value!r} is not a JSON object of resource amounts")
-    return {str(k): float(v) for k, v in parsed.items()}
 
 
 def check_scale(cluster: str, group: str, replicas: int, bounds: tuple[int, int]) -> None:
@@ -107,7 +102,8 @@ def _coerce_start_params(value: Any) -> Any:
                     f"rayStartParams[{key!r}] must be a string, number or boolean, "
                     f"not {type(item).__name__}"
                 )
-            coerced[str(key)] = str(item).lower() if isinstance(item, bool) else str(item)
+            text = str(item).lower() if isinstance(item, bool) else str(item)
+            coerced[str(key)] = check_start_param(str(key), text)
         return coerced
     return value
 
@@ -156,6 +152,7 @@ class _PodGroup(SpecModel):
     _start_params = field_validator("ray_start_params", mode="before")(
         classmethod(lambda cls, v: _coerce_start_params(v))
     )
+    _env = field_validator("env")(classmethod(lambda cls, v: check_env(v)))
     _quantities = field_validator("cpu", "memory")(classmethod(lambda cls, v: _check_quantity(v)))
 
 
@@ -191,14 +188,16 @@ class WorkerGroupSpec(_PodGroup):
         "raykube.io/group=<groupName>."
     )
     replicas: int | None = Field(
-        None, ge=0, description="Workers to start with. Default: minReplicas."
+        None, ge=0, le=MAX_REPLICAS, description="Workers to start with. Default: minReplicas."
     )
-    min_replicas: int = Field(0, ge=0, alias="minReplicas", description="Fewest workers kept.")
+    min_replicas: int = Field(0, ge=0, le=MAX_REPLICAS, alias="minReplicas",
+                              description="Fewest workers kept.")
     max_replicas: int | None = Field(
-        None, ge=0, alias="maxReplicas",
+        None, ge=0, le=MAX_REPLICAS, alias="maxReplicas",
         description="Most workers the autoscaler may run. Default: replicas (a fixed-size group).",
     )
-    gpu: int = Field(0, ge=0, description="GPUs per worker (nvidia.com/gpu limit; Ray num-gpus).")
+    gpu: int = Field(0, ge=0, le=1024,
+                     description="GPUs per worker (nvidia.com/gpu limit; Ray num-gpus).")
     accelerator_type: str | None = Field(
         None, alias="acceleratorType",
         description="GPU model, e.g. 'A100': Ray's accelerator_type:<X> resource and the "
@@ -219,6 +218,16 @@ class WorkerGroupSpec(_PodGroup):
     @classmethod
     def _group_name(cls, value: str) -> str:
         return check_dns_label(value, "groupName")
+
+    @field_validator("accelerator_type")
+    @classmethod
+    def _accelerator(cls, value: str | None) -> str | None:
+        if value is not None and not ACCELERATOR.match(value):
+            raise ValueError(f"acceleratorType {shown(value)} is not a GPU model name: use "
+                             "letters, digits and _ . - (e.g. A100, H100)")
+        return value
+
+    _labels = field_validator("labels")(classmethod(lambda cls, v: check_labels(v)))
 
     @model_validator(mode="after")
     def _bounds_and_gpus(self) -> WorkerGroupSpec:

@@ -56,7 +56,7 @@ class ServeVersion(SpecModel):
     @field_validator("version")
     @classmethod
     def _version_name(cls, value: str) -> str:
-        return check_dns_label(value, "version")
+        return _serve_name(value, "version")
 
 
 class ServeAutoscaling(SpecModel):
@@ -165,7 +165,7 @@ class ServeSpec(SpecModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return check_dns_label(value, "name")
+        return _serve_name(value, "name")
 
     @field_validator("framework")
     @classmethod
@@ -250,9 +250,22 @@ class ServeSpec(SpecModel):
         return bool(self.working_dir) and not _URI.match(self.working_dir or "")
 
 
+APP_SEPARATOR = "--"
+"""Between a service's name and a version's in the version's Serve application name; neither
+name may hold it, so ``foo--bar`` is always service ``foo``'s version ``bar``."""
+
+
+def _serve_name(value: str, what: str) -> str:
+    check_dns_label(value, what)
+    if APP_SEPARATOR in value:
+        raise ValueError(f"{what} {value!r} holds {APP_SEPARATOR!r}, which separates a service "
+                         "from its version in Serve's application names: use single '-'")
+    return value
+
+
 def model_app_name(service: str, version: str) -> str:
     """Serve application name of one version of a service; the router looks versions up by it."""
-    return f"{service}--{version}"
+    return f"{service}{APP_SEPARATOR}{version}"
 
 
 def parse_serve_spec(data: Any, *, source: str = "<serve spec>") -> ServeSpec:

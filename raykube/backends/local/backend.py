@@ -35,7 +35,14 @@ from raykube.backends.local.autoscaler_config import (
 )
 from raykube.backends.local.ports import pick_free_ports, require_free
 from raykube.backends.local.processes import MARKER_ENV, find_processes, stop_processes
-from raykube.backends.local.state import LocalRecord, Ports, known_names, ray_temp_dir
+from raykube.backends.local.state import (
+    LocalRecord,
+    Ports,
+    known_names,
+    ray_temp_dir,
+    remove_state,
+    write_private,
+)
 from raykube.dashboard import DashboardClient
 from raykube.errors import BackendError, ClusterExists, ClusterNotFound, RaykubeError, ScaleError
 from raykube.progress import Progress
@@ -101,7 +108,10 @@ class LocalBackend:
         return record
 
     def _is_running(self, name: str) -> bool:
-        record = LocalRecord.load(name)
+        try:
+            record = LocalRecord.load(name)
+        except BackendError:  # unreadable: reported by `list`, never followed
+            return False
         return record is not None and bool(find_processes(record.marker))
 
     @staticmethod
@@ -131,9 +141,7 @@ class LocalBackend:
             head_resources=self._head_resources(spec),
             targets=record.targets,
         )
-        tmp = record.autoscaler_config_path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        tmp.replace(record.autoscaler_config_path)
+        write_private(record.autoscaler_config_path, yaml.safe_dump(config, sort_keys=False))
 
     def _allocate_ports(self, spec: ClusterSpec) -> Ports:
         params = spec.head_group_spec.ray_start_params
@@ -364,6 +372,9 @@ class LocalBackend:
         )
         record.save()
         try:
+            # Ray's sockets, session files and logs: this user's only.
+            Path(record.temp_dir).mkdir(mode=0o700, exist_ok=True)
+            os.chmod(record.temp_dir, 0o700)
             self._write_autoscaler_config(record, spec)
             if spec.storage:
                 Path(spec.storage.path).mkdir(parents=True, exist_ok=True)
@@ -423,8 +434,15 @@ class LocalBackend:
         return status
 
     def down(self, name: str, *, timeout: float = 60.0) -> None:
-        """Stop every process of ``name`` and remove its state. Also cleans a crashed one."""
-        record = LocalRecord.load(name)
+        """Stop every process of ``name`` and remove its state. Also cleans a crashed one, and
+        the state of an unreadable record (whose marker cannot be trusted to find processes)."""
+        try:
+            record = LocalRecord.load(name)
+        except BackendError:
+            remove_state(name)
+            Progress().say(f"cluster {name!r}: its unreadable state was removed; no process was "
+                           "stopped (its record could not say which)")
+            return
         if record is None:
             raise ClusterNotFound(
                 f"no local cluster named {name!r}",
@@ -443,7 +461,12 @@ class LocalBackend:
         """Every local cluster with a record: running, or stale after a crash."""
         summaries = []
         for name in known_names():
-            record = LocalRecord.load(name)
+            try:
+                record = LocalRecord.load(name)
+            except BackendError:
+                summaries.append(ClusterSummary(name=name, backend=self.name,
+                                                state="unreadable", dashboard_url=None))
+                continue
             if record is None:
                 continue
             running = bool(find_processes(record.marker))

@@ -2,6 +2,11 @@
 
 Each cluster gets its own folder (its record, its autoscaler config) and its own short Ray temp
 dir, so several clusters run side by side and ``down`` knows exactly what to stop.
+
+The state is private to the user (folders 0700, files 0600): it names the token file and the
+ports of clusters that run that user's code. A name is a Kubernetes name before it becomes a
+path, and a record is checked when it is read (a hand-edited or corrupt one is reported, never
+followed): nothing outside raykube's own folders is read or deleted because a record says so.
 """
 
 from __future__ import annotations
@@ -11,8 +16,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
+
+from raykube.errors import BackendError, SpecError
+from raykube.specs.base import check_dns_label
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 def raykube_home() -> Path:
@@ -23,6 +35,38 @@ def raykube_home() -> Path:
 def clusters_dir() -> Path:
     """The folder holding one sub-folder per local cluster."""
     return raykube_home() / "clusters"
+
+
+def private_dir(folder: Path) -> Path:
+    """``folder`` (and raykube's folders above it) created 0700, for this user only."""
+    for part in (raykube_home(), clusters_dir(), folder):
+        part.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        os.chmod(part, PRIVATE_DIR)
+    return folder
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` atomically, readable by this user only (0600 from creation on)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, PRIVATE_FILE)
+    tmp.replace(path)
+
+
+def cluster_folder(name: str) -> Path:
+    """The state folder of cluster ``name``.
+
+    Raises:
+        SpecError: ``name`` is not a cluster name (a path, ``..``, spaces), so it cannot
+            escape raykube's folder.
+    """
+    try:
+        check_dns_label(name, "cluster name")
+    except ValueError as exc:
+        raise SpecError(str(exc), "`raykube list` shows the clusters raykube knows") from None
+    return clusters_dir() / name
 
 
 def ray_temp_dir(name: str) -> Path:
@@ -61,7 +105,7 @@ class LocalRecord:
     @property
     def folder(self) -> Path:
         """This cluster's state folder."""
-        return clusters_dir() / self.name
+        return cluster_folder(self.name)
 
     @property
     def autoscaler_config_path(self) -> Path:
@@ -69,31 +113,73 @@ class LocalRecord:
         return self.folder / "autoscaler.yaml"
 
     def save(self) -> None:
-        """Write the record atomically."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "cluster.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(self.folder / "cluster.json")
+        """Write the record atomically, private to this user."""
+        write_private(private_dir(self.folder) / "cluster.json", json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, name: str) -> LocalRecord | None:
-        """The record of ``name``, or None when there is none."""
-        path = clusters_dir() / name / "cluster.json"
+        """The record of ``name``, or None when there is none.
+
+        Raises:
+            SpecError: ``name`` is not a cluster name.
+            BackendError: the record is unreadable or does not hold what raykube wrote.
+        """
+        path = cluster_folder(name) / "cluster.json"
         if not path.is_file():
             return None
-        data = json.loads(path.read_text())
-        data["ports"] = Ports(**data["ports"])
-        return cls(**data)
+        try:
+            return cls._checked(name, json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise BackendError(
+                f"the state of local cluster {name!r} ({path}) is unreadable: "
+                f"{str(exc)[:200]}",
+                f"`raykube down {name}` removes that state",
+            ) from None
+
+    @classmethod
+    def _checked(cls, name: str, data: Any) -> LocalRecord:
+        """A record from its JSON, every field of the type raykube writes; its paths are the
+        ones raykube derives for ``name`` (a record naming another folder is corrupt)."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            raise ValueError("its fields are not those of a raykube record")
+        ports = data["ports"]
+        if not isinstance(ports, dict) or not all(
+                isinstance(p, int) and 0 < p < 65536 for p in ports.values()):
+            raise ValueError("its ports are not port numbers")
+        record = cls(**{**data, "ports": Ports(**ports)})
+        texts = (record.name, record.marker, record.node_ip, record.temp_dir, record.token_path,
+                 record.spec_yaml)
+        if not all(isinstance(t, str) for t in texts) or not isinstance(record.targets, dict):
+            raise ValueError("its fields are not of the types raykube writes")
+        if record.name != name or record.temp_dir != str(ray_temp_dir(name)):
+            raise ValueError("it names another cluster's folders")
+        if not record.marker.startswith(f"{name}-"):
+            raise ValueError("its process marker is not this cluster's")
+        return record
 
     def remove(self) -> None:
         """Delete the state folder and the Ray temp dir."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        remove_state(self.name)
+
+
+def remove_state(name: str) -> None:
+    """Delete cluster ``name``'s state folder and Ray temp dir (paths derived from the name)."""
+    shutil.rmtree(cluster_folder(name), ignore_errors=True)
+    shutil.rmtree(ray_temp_dir(name), ignore_errors=True)
 
 
 def known_names() -> list[str]:
-    """Names of every local cluster with a record, sorted."""
+    """Names of every local cluster with a record, sorted (folders that are not a cluster name
+    are not raykube's and are left alone)."""
     root = clusters_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "cluster.json").is_file())
+    names = []
+    for folder in root.iterdir():
+        try:
+            cluster_folder(folder.name)
+        except SpecError:
+            continue
+        if (folder / "cluster.json").is_file():
+            names.append(folder.name)
+    return sorted(names)
