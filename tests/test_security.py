@@ -275,3 +275,24 @@ def test_an_unknown_url_gets_no_token(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "named"))
     assert resolve("http://10.1.2.3:8265").dashboard()[1] == str(tmp_path / "named"), \
         "a token the user named for it goes"
+
+
+# ---- pods run with least privilege ---------------------------------------------------------
+
+@pytest.mark.parametrize("autoscaling", [False, True])
+def test_pods_are_restricted_and_only_the_autoscaler_gets_an_api_token(autoscaling: bool
+                                                                       ) -> None:
+    spec = load_spec(ROOT / "clusters" / "gpu.yaml")
+    spec.enable_in_tree_autoscaling = autoscaling
+    body = render_raycluster(spec)["spec"]
+    head = body["headGroupSpec"]["template"]["spec"]
+    assert head["automountServiceAccountToken"] is autoscaling, "Ray's autoscaler needs the API"
+    for group in [body["headGroupSpec"], *body["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        assert pod["securityContext"] == {"runAsNonRoot": True,
+                                          "seccompProfile": {"type": "RuntimeDefault"}}
+        for container in pod["containers"]:
+            assert container["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                    "capabilities": {"drop": ["ALL"]}}
+    for group in body["workerGroupSpecs"]:
+        assert group["template"]["spec"]["automountServiceAccountToken"] is False

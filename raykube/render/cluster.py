@@ -11,6 +11,7 @@ prints them for ``kubectl apply``.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -77,12 +78,31 @@ def _storage_mounts(spec: ClusterSpec) -> tuple[list[dict[str, Any]], list[dict[
     )
 
 
-def _pod(spec: ClusterSpec, container: dict[str, Any]) -> dict[str, Any]:
-    """A pod spec running ``container``, with the checkpoint storage mounted when there is one."""
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+"""What every Ray container runs with: no new privileges, no Linux capabilities (Ray needs
+none; the root filesystem stays writable, as Ray writes below its home)."""
+
+POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+"""Every Ray pod: not as root (Ray's images run as the user ``ray``), the runtime's default
+seccomp profile. Kubernetes' "restricted" Pod Security Standard, less a read-only root."""
+
+
+def _pod(spec: ClusterSpec, container: dict[str, Any], *, api_token: bool) -> dict[str, Any]:
+    """A pod spec running ``container`` with the restrictive security settings, the checkpoint
+    storage mounted when there is one, and a Kubernetes API token only when ``api_token`` (the
+    head with Ray's autoscaler, which scales the RayCluster through the API)."""
     mounts, volumes = _storage_mounts(spec)
     if mounts:
         container["volumeMounts"] = mounts
-    pod: dict[str, Any] = {"containers": [container]}
+    container["securityContext"] = copy.deepcopy(CONTAINER_SECURITY)
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": api_token,
+        "securityContext": copy.deepcopy(POD_SECURITY),
+        "containers": [container],
+    }
     if volumes:
         pod["volumes"] = volumes
     return pod
@@ -97,7 +117,7 @@ def _head_group(spec: ClusterSpec, head: HeadGroupSpec) -> dict[str, Any]:
         "ports": [{"name": _PORT_NAMES.get(role, role), "containerPort": port}
                   for role, port in HEAD_PORTS.items()],
         "env": _env({**head.env, SPEC_ENV: spec.to_yaml()}),
-    })
+    }, api_token=spec.enable_in_tree_autoscaling)
     return {
         "serviceType": head.service_type,
         "rayStartParams": params,
@@ -121,7 +141,7 @@ def _worker_group(spec: ClusterSpec, group: WorkerGroupSpec) -> dict[str, Any]:
         "image": group.image or spec.resolved_image,
         "resources": _resources(group.cpu, group.memory, group.gpu),
         "env": _env({**group.env, SPEC_ENV: spec.to_yaml()}),
-    })
+    }, api_token=False)
     tolerations = _tolerations(group)
     if tolerations:
         pod["tolerations"] = tolerations
