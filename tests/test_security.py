@@ -296,3 +296,20 @@ def test_pods_are_restricted_and_only_the_autoscaler_gets_an_api_token(autoscali
                                                     "capabilities": {"drop": ["ALL"]}}
     for group in body["workerGroupSpecs"]:
         assert group["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+# ---- one request cannot take a service down --------------------------------------------------
+
+@pytest.mark.parametrize(("body", "words"), [
+    (b'{"instances": ' + b"[" * 2000 + b"]" * 2000 + b"}", "nested deeper than 8"),
+    (b'{"instances": [[' + b"1" * 5000 + b"]]}", "not valid JSON"),
+    (b'{"instances": [[1e39]]}', "not a finite float32"),
+    (json.dumps({"instances": [[0]] * 5000}).encode(), "at most 4096"),
+    (json.dumps({"instances": [["x" * 10_000]]}).encode(), "not a number"),
+])
+def test_request_bodies_are_bounded(body: bytes, words: str) -> None:
+    from raykube.serving.app import InvalidInput, parse_instances
+
+    with pytest.raises(InvalidInput, match=words) as caught:
+        parse_instances(body)
+    assert len(str(caught.value)) < 300, "a bad value is never echoed whole"

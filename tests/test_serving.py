@@ -304,3 +304,45 @@ def test_serve_cli_deploys_reports_and_deletes(
     assert deleted.returncode == 0, deleted.stderr
     gone = run_cli("serve", "status", "cli-probe", "--cluster", local_cluster.name)
     assert gone.returncode == 9 and "no service 'cli-probe'" in gone.stderr
+
+
+def post_raw(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` as it is; the status and the decoded JSON answer."""
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_hostile_requests_are_bounded_and_two_routers_serve(
+        local_cluster: raykube.Cluster, digits_service: dict[str, Any]) -> None:
+    service = get_service("digits", local_cluster)
+    pids = {r.pid for r in service.status().version("v1").replicas}
+    url = digits_service["url"]
+    code, answer = post_raw(url, b'{"instances": [' + b"1," * (5 * 2**20) + b"1]}")
+    assert code == 413 and "body over" in answer["error"]
+    code, answer = post_raw(url, b'{"instances": ' + b"[" * 2000 + b"]" * 2000 + b"}")
+    assert code == 400 and "nested deeper" in answer["error"]
+    code, answer = post_raw(url, json.dumps({"instances": [[1e39] * 64]}).encode())
+    assert code == 400 and "float32" in answer["error"]
+    code, answer = post_raw(url, json.dumps({"instances": [["x" * 10_000] + [0] * 63]}).encode())
+    assert code == 400 and len(answer["error"]) < 200, "a bad value is not echoed whole"
+    assert {r.pid for r in service.status().version("v1").replicas} == pids
+    routers = service._api.details()["applications"]["digits"]["deployments"]["Router"]
+    assert sum(r["state"] == "RUNNING" for r in routers["replicas"]) == 2
+
+
+def test_a_request_that_kills_replicas_kills_at_most_two(
+        local_cluster: raykube.Cluster, services: list[Service], tmp_path: Path) -> None:
+    deaths = tmp_path / "deaths"
+    deaths.write_text("")
+    service = deploy(probe_spec("poison", "Poison", str(deaths), replicas=2), local_cluster)
+    services.append(service)
+    code, answer = post_raw(service.url, json.dumps({"instances": [[666, 0, 0, 0]]}).encode())
+    assert code == 502 and "not retried again" in answer["error"]
+    assert len(deaths.read_text().split()) == 2, "the first replica and one retry, no more"
+    wait_for(lambda: service.status().version("v1").running == 2, timeout=120,
+             what="both replicas back")
+    assert service.predict([ROW])["predictions"] == [10.0]

@@ -30,6 +30,9 @@ class Capabilities:
         serve_proxy_location: where Serve's HTTP proxies run (Serve's ``proxy_location``):
             ``HeadOnly`` where nodes share an IP and would fight over the port, else
             ``EveryNode``.
+        serve_host: the address Serve's HTTP proxies listen on: loopback where the whole
+            cluster is this machine's, every interface where other machines (an ingress, a
+            Service) must reach them.
         direct_ports: this machine reaches the head's ports as they are, so its addresses
             outlive the process that asked for them; else they are a port-forward that lives
             only as long as that process.
@@ -41,6 +44,7 @@ class Capabilities:
     runs_host_python_envs: bool
     single_node_ip: bool
     serve_proxy_location: str
+    serve_host: str
     direct_ports: bool
     service_clusters: bool
 

@@ -22,6 +22,10 @@ MODEL_IMPORT_PATH = "raykube.serving.app:model_app"
 ROUTER_DEPLOYMENT = "Router"
 MODEL_DEPLOYMENT = "Model"
 
+ROUTER_REPLICAS = 2
+"""Router replicas per service: one lost router (or one busy with a large request) does not
+stop the service; they take no CPU of their own."""
+
 REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
 """Environment every replica starts with, beside its framework's worker environment: one math
 thread per replica (Serve scales by replicas, not threads)."""
@@ -105,7 +109,7 @@ def render_applications(
         "args": {"service": spec.name},
         "deployments": [{
             "name": ROUTER_DEPLOYMENT,
-            "num_replicas": 1,
+            "num_replicas": ROUTER_REPLICAS,
             "max_ongoing_requests": 1000,
             "ray_actor_options": {"num_cpus": 0},
             "user_config": router_user_config(spec, weights),

@@ -2,9 +2,12 @@
 
 ``Router`` (the service's HTTP ingress) checks a request's JSON, picks a version by the
 configured traffic shares, calls that version's ``Model`` and answers
-``{"predictions": [...], "version": "v2"}``. Bad input is a 400 with the reason; a replica that
-dies while holding a request is retried on another (predictions are idempotent), so a killed
-replica costs no failed request. ``Model`` loads the user's predictor from a checkpoint, checks
+``{"predictions": [...], "version": "v2"}``. Bad input is a 400 with the reason, a body over
+:data:`MAX_BODY_BYTES` a 413, and a request that takes longer than :data:`REQUEST_TIMEOUT_S` a
+504: one request cannot take the service down. A replica that could not be reached is retried
+(predictions are idempotent), and one that died holding the request is retried once on
+another, so a killed replica costs no failed request while a request that kills replicas
+kills at most two. ``Model`` loads the user's predictor from a checkpoint, checks
 each request's shape against the predictor's ``input_shape``, batches concurrent requests
 (``@serve.batch``), and asks the predictor's optional ``check_health()`` on every health check.
 
@@ -36,39 +39,79 @@ from raykube import frameworks
 from raykube.specs.serve import model_app_name
 
 RETRIES = 3
-"""How often the router re-sends a request whose replica died under it."""
+"""How often the router re-sends a request whose replica could not be reached."""
 
-REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError)
+DIED_RETRIES = 1
+"""How often it re-sends a request whose replica died holding it: once saves the requests of a
+replica killed for another reason; more would let one poisonous request kill replica after
+replica."""
+
+REPLICA_UNREACHABLE = (ActorUnavailableError,)
+REPLICA_DIED = (ActorDiedError, RayActorError)
+
+MAX_BODY_BYTES = 8 * 2**20
+"""The largest request body (413 beyond): thousands of instances of the digits model."""
+
+MAX_INSTANCES = 4096
+"""The most instances in one request (400 beyond)."""
+
+MAX_DEPTH = 8
+"""The deepest nesting of a request's JSON (an image batch is 4 deep; 400 beyond)."""
+
+REQUEST_TIMEOUT_S = 60.0
+"""How long a prediction may take before the router answers 504."""
+
+INLINE_PARSE_BYTES = 64 * 2**10
+"""Bodies up to this size are parsed on the router's event loop; larger ones in a thread, so
+a big request does not stall every other request the router holds."""
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""Instances become float32: a larger magnitude would silently be infinity."""
+
+SHOWN = 40
+"""How much of a bad value an error message echoes."""
 
 
 class InvalidInput(ValueError):
     """A request the model cannot take (wrong shape or types): answered with HTTP 400."""
 
 
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= SHOWN else text[:SHOWN] + "..."
+
+
 def parse_instances(body: bytes) -> list[list[Any]]:
     """The ``instances`` of a request body, or :class:`InvalidInput` saying what is wrong."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"body is nested deeper than {MAX_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or an int too long
+        raise InvalidInput(f"body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('body must be a JSON object {"instances": [[...], ...]}')
     instances = payload["instances"]
     if not isinstance(instances, list) or not instances:
         raise InvalidInput('"instances" must be a non-empty list of instances')
+    if len(instances) > MAX_INSTANCES:
+        raise InvalidInput(f"{len(instances)} instances; one request takes at most "
+                           f"{MAX_INSTANCES}: split it")
     for index, instance in enumerate(instances):
-        _check_numbers(instance, f"instances[{index}]")
+        _check_numbers(instance, f"instances[{index}]", 2)
     return instances
 
 
-def _check_numbers(value: Any, where: str) -> None:
+def _check_numbers(value: Any, where: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidInput(f"{where} is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _check_numbers(item, f"{where}[{index}]")
+            _check_numbers(item, f"{where}[{index}]", depth + 1)
     elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{where} is {json.dumps(value)}, not a number")
-    elif not math.isfinite(value):
-        raise InvalidInput(f"{where} is not a finite number")
+        raise InvalidInput(f"{where} is {_shown(value)}, not a number")
+    elif not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise InvalidInput(f"{where} is not a finite float32 number")
 
 
 def as_batch(instances: list[Any], input_shape: tuple[int, ...]) -> Any:
@@ -166,22 +209,61 @@ class Router:
     async def __call__(self, request: Request) -> JSONResponse:
         if request.method == "GET":
             return JSONResponse({"service": self.service, "weights": self.weights})
+        body = await _read_body(request)
+        if body is None:
+            return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:
-            instances = parse_instances(await request.body())
+            if len(body) <= INLINE_PARSE_BYTES:
+                instances = parse_instances(body)
+            else:
+                instances = await asyncio.to_thread(parse_instances, body)
         except InvalidInput as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         version = self.pick_version()
-        for attempt in range(RETRIES + 1):
+        try:
+            predictions = await asyncio.wait_for(self._predict(version, instances),
+                                                 REQUEST_TIMEOUT_S)
+        except InvalidInput as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except TimeoutError:
+            return JSONResponse({"error": f"no answer within {REQUEST_TIMEOUT_S:g} s"},
+                                status_code=504)
+        except REPLICA_DIED:
+            return JSONResponse({"error": "the model's replicas died answering this request; "
+                                 "it is not retried again"}, status_code=502)
+        return JSONResponse({"predictions": predictions, "version": version})
+
+    async def _predict(self, version: str, instances: list[Any]) -> list[Any]:
+        """The version's answer, re-sent where a replica was unreachable (up to RETRIES) or
+        died holding it (up to DIED_RETRIES)."""
+        unreachable = died = 0
+        while True:
             try:
-                predictions = await self.handles[version].predict.remote(instances)
-                return JSONResponse({"predictions": predictions, "version": version})
-            except InvalidInput as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            except REPLICA_LOST:
-                if attempt == RETRIES:
+                return list(await self.handles[version].predict.remote(instances))
+            except REPLICA_UNREACHABLE:
+                unreachable += 1
+                if unreachable > RETRIES:
                     raise
-                await asyncio.sleep(0.1 * 2**attempt)  # back off while Serve routes around it
-        raise AssertionError("unreachable")
+                await asyncio.sleep(0.1 * 2**unreachable)  # while Serve routes around it
+            except REPLICA_DIED:
+                died += 1
+                if died > DIED_RETRIES:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The request's body, or None once it passes :data:`MAX_BODY_BYTES` (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def router_app(args: dict[str, Any]) -> Any:

@@ -101,6 +101,7 @@ class _ServeApi:
                                       timeout=60.0)
         self.serve_url = endpoints.serve_url.rstrip("/")
         self.proxy_location = cluster.capabilities.serve_proxy_location
+        self.serve_host = cluster.capabilities.serve_host
         self.http_port = int(self.serve_url.rsplit(":", 1)[1])
 
     def details(self) -> dict[str, Any]:
@@ -120,7 +121,7 @@ class _ServeApi:
         http = details.get("http_options") or {}
         config = {
             "proxy_location": details.get("proxy_location") or self.proxy_location,
-            "http_options": {"host": http.get("host") or "0.0.0.0",
+            "http_options": {"host": http.get("host") or self.serve_host,
                              "port": http.get("port") or self.http_port},
             "applications": applications,
         }

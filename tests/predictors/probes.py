@@ -51,3 +51,20 @@ class Broken:
 
     def __init__(self, checkpoint: str) -> None:
         raise FileNotFoundError(f"no model weights in {checkpoint}")
+
+
+class Poison:
+    """Sums each row; a row starting with 666 kills the replica answering it, after writing
+    the replica's pid as a line of the file at ``checkpoint`` (so a test counts the deaths)."""
+
+    input_shape = (4,)
+
+    def __init__(self, checkpoint: str) -> None:
+        self.deaths = checkpoint
+
+    def predict(self, batch: np.ndarray) -> list[float]:
+        if (batch[:, 0] == 666).any():
+            with open(self.deaths, "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+            os._exit(1)
+        return batch.sum(axis=1).tolist()

@@ -54,6 +54,7 @@ CAPABILITIES = Capabilities(
     runs_host_python_envs=True,
     single_node_ip=True,
     serve_proxy_location="HeadOnly",
+    serve_host="127.0.0.1",
     direct_ports=True,
     service_clusters=False,
 )
