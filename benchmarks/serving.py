@@ -9,7 +9,6 @@ Serve/plain ratios.
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -32,11 +31,9 @@ def make_checkpoint(folder: Path) -> str:
     sys.path.insert(0, str(ROOT / "jobs"))
     from train_torch import build_model
 
-    from raykube.worker import STATE_FILE
+    from raykube.frameworks.state import write_state
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / STATE_FILE, "wb") as handle:
-        pickle.dump({"model": build_model().state_dict(), "epoch": 0}, handle)
+    write_state(folder, {"model": build_model().state_dict(), "epoch": 0})
     return str(folder)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import pickle
 import sys
 import tempfile
 from collections.abc import Callable
@@ -34,9 +33,7 @@ from raykube import frameworks
 from raykube.frameworks import mxnet as _mxnet
 from raykube.frameworks import tensorflow as _tensorflow
 from raykube.frameworks import torch as _torch
-
-STATE_FILE = "state.pkl"
-"""The file inside each checkpoint that holds the state a worker reported."""
+from raykube.frameworks.state import read_state, write_state
 
 _framework: str | None = None
 _run_dir: str | None = None
@@ -154,8 +151,9 @@ def report(metrics: dict[str, Any], *, state: dict[str, Any] | None = None) -> N
     """Report this step's metrics, and a checkpoint when ``state`` is given.
 
     Every worker must call it at the same points (it is a synchronisation point). Only rank 0
-    writes ``state`` (pickled: tensors, arrays, numbers) into the checkpoint; the chief also
-    prints a progress line.
+    writes ``state`` (numbers, strings, lists, dicts, NumPy arrays, PyTorch tensors) into the
+    checkpoint, in a form that runs no code when read (:mod:`raykube.frameworks.state`); the
+    chief also prints a progress line.
     """
     ctx = context()
     if ctx.is_chief:
@@ -173,18 +171,19 @@ def report(metrics: dict[str, Any], *, state: dict[str, Any] | None = None) -> N
         return  # not inside a training run: nothing to report to
     if state is not None and ctx.is_chief:
         with tempfile.TemporaryDirectory() as folder:
-            with open(os.path.join(folder, STATE_FILE), "wb") as handle:
-                pickle.dump(state, handle)
+            write_state(folder, state)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
     else:
         ray.train.report(metrics)
 
 
 def load_state(checkpoint_dir: str) -> dict[str, Any]:
-    """The state a worker reported into the checkpoint at ``checkpoint_dir``."""
-    with open(os.path.join(checkpoint_dir, STATE_FILE), "rb") as handle:
-        state: dict[str, Any] = pickle.load(handle)
-    return state
+    """The state a worker reported into the checkpoint at ``checkpoint_dir``.
+
+    Raises:
+        StateError: no raykube state there, or it is corrupt or was altered.
+    """
+    return read_state(checkpoint_dir)
 
 
 def restore() -> dict[str, Any] | None:
@@ -215,15 +214,10 @@ def gather(value: Any, tag: str) -> list[Any]:
 
     folder = os.path.join(_run_dir, ".raykube-gather", tag)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{ctx.rank}.tmp"), "wb") as handle:
-        pickle.dump(value, handle)
-    os.replace(os.path.join(folder, f"{ctx.rank}.tmp"), os.path.join(folder, f"{ctx.rank}.pkl"))
+    write_state(os.path.join(folder, str(ctx.rank)), {"value": value})
     ray.train.collective.barrier()
-    values = []
-    for rank in range(ctx.world_size):
-        with open(os.path.join(folder, f"{rank}.pkl"), "rb") as handle:
-            values.append(pickle.load(handle))
-    return values
+    return [read_state(os.path.join(folder, str(rank)))["value"]
+            for rank in range(ctx.world_size)]
 
 
 def wrap(

@@ -313,3 +313,70 @@ def test_request_bodies_are_bounded(body: bytes, words: str) -> None:
     with pytest.raises(InvalidInput, match=words) as caught:
         parse_instances(body)
     assert len(str(caught.value)) < 300, "a bad value is never echoed whole"
+
+
+# ---- secrets stay out of plain text ----------------------------------------------------------
+
+def spec_with_secrets() -> Any:
+    data = cluster_with(env={"LITERAL": "hunter2",
+                             "DB_PASSWORD": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                        envFrom=[{"secretRef": "cloud-keys"}, {"configMapRef": "settings"}])
+    data["headGroupSpec"] = {"env": {"HEAD_LITERAL": "hunter3"}}
+    return parse_spec(data)
+
+
+def test_env_from_secrets_renders_as_references_and_never_into_the_spec_pods_see() -> None:
+    import jsonschema
+
+    manifest = render_raycluster(spec_with_secrets())
+    crd = yaml.safe_load((ROOT.parent / "shared" / "k8s" / "crds" /
+                          "ray.io_rayclusters.yaml").read_text())
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]
+    jsonschema.validate(manifest, schema["openAPIV3Schema"])
+    worker = manifest["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in worker["env"]}
+    assert env["DB_PASSWORD"] == {"name": "DB_PASSWORD", "valueFrom": {
+        "secretKeyRef": {"name": "db", "key": "password"}}}
+    assert worker["envFrom"] == [{"secretRef": {"name": "cloud-keys"}},
+                                 {"configMapRef": {"name": "settings"}}]
+    for group in [manifest["spec"]["headGroupSpec"], *manifest["spec"]["workerGroupSpecs"]]:
+        container = group["template"]["spec"]["containers"][0]
+        carried = next(e["value"] for e in container["env"] if e["name"] == "RAYKUBE_SPEC")
+        assert "hunter" not in carried and "DB_PASSWORD" not in carried
+        assert parse_spec(yaml.safe_load(carried)).worker_group("g").replicas == 1
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"rayStartParams": {"redis-password": "pw"}}, "redis-password"),
+])
+def test_inline_redis_credentials_are_refused(options: dict[str, Any], words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        parse_spec({"name": "demo", "headGroupSpec": options})
+
+
+@pytest.mark.parametrize("address", ["redis://:pw@redis:6379", "user:pw@redis:6379"])
+def test_a_redis_address_with_credentials_is_refused(address: str) -> None:
+    with pytest.raises(SpecError, match="redisPassword.secretName"):
+        parse_spec({"name": "demo", "gcsFaultToleranceOptions": {"redisAddress": address}})
+
+
+def test_the_local_head_gets_no_credentials_but_those_forwarded() -> None:
+    from raykube.backends.local.environment import head_environment
+
+    caller = {"PATH": "/usr/bin", "HOME": "/root", "RAY_TRAIN_X": "1", "AWS_SECRET_ACCESS_KEY": "a",
+              "GITHUB_TOKEN": "b", "KUBECONFIG": "/k", "MY_API_KEY": "c", "DB_PASSWORD": "d",
+              "RAY_ADDRESS": "10.0.0.1:6379", "RAY_AUTH_TOKEN": "other-cluster"}
+    spec = spec_with_secrets()
+    head = spec.head_group_spec.model_copy(update={"env": {
+        "DB_PASSWORD": spec.worker_group("g").env["DB_PASSWORD"], "HEAD_LITERAL": "x"}})
+    env, dropped = head_environment(caller, head)
+    assert env == {"PATH": "/usr/bin", "HOME": "/root", "RAY_TRAIN_X": "1",
+                   "DB_PASSWORD": "d", "HEAD_LITERAL": "x"}
+    assert dropped == ["AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "KUBECONFIG", "MY_API_KEY"]
+    with pytest.raises(SpecError, match="forwarded from your environment"):
+        head_environment({"PATH": "/usr/bin"}, head)
+
+
+def test_the_spec_raykube_keeps_and_passes_on_has_no_environment() -> None:
+    public = spec_with_secrets().public().to_yaml()
+    assert "hunter" not in public and "secretKeyRef" not in public and "cloud-keys" not in public

@@ -21,12 +21,15 @@ from raykube.specs.cluster import (
     GPU_RESOURCE,
     SPEC_ENV,
     ClusterSpec,
+    EnvValue,
     HeadGroupSpec,
     WorkerGroupSpec,
 )
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "raykube"}
 STORAGE_VOLUME = "raykube-storage"
+STORAGE_PATH = "/mnt/raykube-storage"
+"""Where the checkpoint claim is mounted when the spec's storage names no path."""
 
 HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
 """The head pod's ports by role: KubeRay's defaults, which its head service exposes. The roles
@@ -64,8 +67,27 @@ def _resources(cpu: Any, memory: Any, gpu: int = 0) -> dict[str, dict[str, str]]
     return {"requests": amounts, "limits": limits}
 
 
-def _env(values: dict[str, str]) -> list[dict[str, str]]:
-    return [{"name": k, "value": v} for k, v in sorted(values.items())]
+def _env(values: dict[str, EnvValue]) -> list[dict[str, Any]]:
+    """Kubernetes' env list: literals as ``value``, Secret and ConfigMap keys as ``valueFrom``."""
+    rendered: list[dict[str, Any]] = []
+    for name, value in sorted(values.items()):
+        if isinstance(value, str):
+            rendered.append({"name": name, "value": value})
+        else:
+            rendered.append({"name": name, "valueFrom": value.model_dump(by_alias=True,
+                                                                         exclude_none=True)})
+    return rendered
+
+
+def _container_env(spec: ClusterSpec, group: HeadGroupSpec | WorkerGroupSpec
+                   ) -> dict[str, Any]:
+    """A container's ``env`` (the group's, and the spec without its environment as
+    ``RAYKUBE_SPEC``) and ``envFrom``."""
+    fields: dict[str, Any] = {"env": _env({**group.env, SPEC_ENV: spec.public().to_yaml()})}
+    if group.env_from:
+        fields["envFrom"] = [{k: {"name": v} for k, v in item.model_dump(
+            by_alias=True, exclude_none=True).items()} for item in group.env_from]
+    return fields
 
 
 def _storage_mounts(spec: ClusterSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -116,7 +138,7 @@ def _head_group(spec: ClusterSpec, head: HeadGroupSpec) -> dict[str, Any]:
         "resources": _resources(head.cpu, head.memory),
         "ports": [{"name": _PORT_NAMES.get(role, role), "containerPort": port}
                   for role, port in HEAD_PORTS.items()],
-        "env": _env({**head.env, SPEC_ENV: spec.to_yaml()}),
+        **_container_env(spec, head),
     }, api_token=spec.enable_in_tree_autoscaling)
     return {
         "serviceType": head.service_type,
@@ -140,7 +162,7 @@ def _worker_group(spec: ClusterSpec, group: WorkerGroupSpec) -> dict[str, Any]:
         "name": "ray-worker",
         "image": group.image or spec.resolved_image,
         "resources": _resources(group.cpu, group.memory, group.gpu),
-        "env": _env({**group.env, SPEC_ENV: spec.to_yaml()}),
+        **_container_env(spec, group),
     }, api_token=False)
     tolerations = _tolerations(group)
     if tolerations:
@@ -172,6 +194,7 @@ def _gcs_fault_tolerance(spec: ClusterSpec) -> dict[str, Any]:
 
 def render_raycluster(spec: ClusterSpec) -> dict[str, Any]:
     """The RayCluster for ``spec``."""
+    spec = spec.with_storage_path(STORAGE_PATH)
     body: dict[str, Any] = {
         "rayVersion": spec.ray_version,
         "enableInTreeAutoscaling": spec.enable_in_tree_autoscaling,

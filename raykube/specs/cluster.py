@@ -138,13 +138,68 @@ class Toleration(SpecModel):
         return value
 
 
+class KeyRef(SpecModel):
+    """A key of a Kubernetes Secret or ConfigMap."""
+
+    name: str = Field(..., description="The Secret's or ConfigMap's name.")
+    key: str = Field(..., description="The key inside it.")
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_dns_label(v, "name")))
+
+
+class EnvSource(SpecModel):
+    """Where a variable's value comes from, instead of a literal (Kubernetes' ``valueFrom``).
+    On Kubernetes from the Secret or ConfigMap; on the local backend from the variable of the
+    same name in your environment (how a secret is forwarded to a local cluster)."""
+
+    secret_key_ref: KeyRef | None = Field(None, alias="secretKeyRef",
+                                          description="A key of a Secret.")
+    config_map_key_ref: KeyRef | None = Field(None, alias="configMapKeyRef",
+                                              description="A key of a ConfigMap.")
+
+    @model_validator(mode="after")
+    def _one(self) -> EnvSource:
+        if (self.secret_key_ref is None) == (self.config_map_key_ref is None):
+            raise ValueError("give exactly one of secretKeyRef and configMapKeyRef")
+        return self
+
+
+class EnvFrom(SpecModel):
+    """Every key of a Secret or ConfigMap as variables (Kubernetes' ``envFrom``; Kubernetes
+    only)."""
+
+    secret_ref: str | None = Field(None, alias="secretRef", description="A Secret's name.")
+    config_map_ref: str | None = Field(None, alias="configMapRef",
+                                       description="A ConfigMap's name.")
+
+    @model_validator(mode="after")
+    def _one(self) -> EnvFrom:
+        names = [n for n in (self.secret_ref, self.config_map_ref) if n is not None]
+        if len(names) != 1:
+            raise ValueError("give exactly one of secretRef and configMapRef")
+        check_dns_label(names[0], "envFrom name")
+        return self
+
+
+EnvValue = str | EnvSource
+
+
 class _PodGroup(SpecModel):
     """Fields every group of pods has, the head's and the workers'."""
 
     cpu: Quantity = Field(1, description="CPU request and limit per pod (quantity).")
     memory: Quantity = Field("2Gi", description="Memory request and limit per pod (quantity).")
     image: str | None = Field(None, description="Image of these pods; default: the spec's.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    env: dict[str, EnvValue] = Field(
+        default_factory=dict,
+        description="Environment variables: a literal value, or {secretKeyRef: {name, key}} / "
+        "{configMapKeyRef: {name, key}} for a secret (never written into the spec raykube "
+        "passes to pods, its state or logs).",
+    )
+    env_from: list[EnvFrom] = Field(
+        default_factory=list, alias="envFrom",
+        description="Secrets and ConfigMaps whose every key becomes a variable (Kubernetes).",
+    )
     ray_start_params: RayStartParams = Field(
         default_factory=dict, alias="rayStartParams", description="Flags for `ray start`."
     )
@@ -172,6 +227,11 @@ class HeadGroupSpec(_PodGroup):
     @field_validator("ray_start_params")
     @classmethod
     def _no_head_gpus(cls, value: RayStartParams) -> RayStartParams:
+        if "redis-password" in value:
+            raise ValueError(
+                "rayStartParams redis-password would put the password in the pod's command "
+                "line: give it as gcsFaultToleranceOptions.redisPassword.secretName"
+            )
         if value.get("num-gpus", "0") not in ("0", ""):
             raise ValueError(
                 f"num-gpus {value['num-gpus']!r} on the head: the head pod gets no GPU, so Ray "
@@ -313,8 +373,10 @@ class AutoscalerOptions(SpecModel):
 class StorageSpec(SpecModel):
     """Shared storage for checkpoints: a folder locally, a PVC mounted at the same path on K8s."""
 
-    path: str = Field(
-        ..., description="Absolute path where checkpoints live, the same on every node."
+    path: str | None = Field(
+        None, description="Absolute path where checkpoints live, the same on every node. "
+        "Default: locally a folder private to you ($RAYKUBE_HOME/storage/<name>); on "
+        "Kubernetes /mnt/raykube-storage, where the claim is mounted.",
     )
     claim_name: str | None = Field(
         None, alias="claimName",
@@ -328,8 +390,8 @@ class StorageSpec(SpecModel):
 
     @field_validator("path")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
             raise ValueError(
                 f"path {value!r} is relative: give an absolute path (e.g. /mnt/checkpoints), "
                 "since every node must find the same folder"
@@ -364,6 +426,11 @@ class GcsFaultToleranceOptions(SpecModel):
     @field_validator("redis_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
+        if "@" in value or "://" in value:
+            raise ValueError(
+                f"redisAddress holds credentials or a scheme ({value.split('@')[-1]!r} after "
+                "them): give host:port only, and the password as redisPassword.secretName"
+            )
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"redisAddress {value!r} is not host:port (e.g. redis:6379)")
@@ -438,10 +505,26 @@ class ClusterSpec(SpecModel):
         """Whether any worker group has GPUs."""
         return any(g.gpu for g in self.worker_group_specs)
 
+    def with_storage_path(self, default: str) -> ClusterSpec:
+        """A copy whose storage (if any) has a path: its own, else ``default``."""
+        if self.storage is None or self.storage.path is not None:
+            return self
+        storage = self.storage.model_copy(update={"path": default})
+        return self.model_copy(update={"storage": storage})
+
     def to_yaml(self) -> str:
         """The spec as YAML with KubeRay's field names, loadable by :func:`load_spec`."""
         data = self.model_dump(by_alias=True, exclude_none=True, mode="json")
         return yaml.safe_dump(data, sort_keys=False)
+
+    def public(self) -> ClusterSpec:
+        """The spec without its environment variables: what raykube hands to pods
+        (``RAYKUBE_SPEC``) and keeps in its state, where every job can read it. Scheduling
+        checks need the groups, not their secrets."""
+        groups = [g.model_copy(update={"env": {}, "env_from": []})
+                  for g in self.worker_group_specs]
+        head = self.head_group_spec.model_copy(update={"env": {}, "env_from": []})
+        return self.model_copy(update={"head_group_spec": head, "worker_group_specs": groups})
 
 
 def parse_spec(data: Any, *, source: str = "<spec>") -> ClusterSpec:

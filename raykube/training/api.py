@@ -25,6 +25,7 @@ from raykube import frameworks, worker
 from raykube.connection import ensure_connected
 from raykube.errors import RaykubeError, TrainError
 from raykube.frameworks import TrainerRequest
+from raykube.private import why_not_private
 from raykube.specs.cluster import ClusterSpec, WorkerGroupSpec, group_resource
 from raykube.target import ClusterRef, resolve
 
@@ -99,10 +100,11 @@ def check_request(spec: ClusterSpec, resources: Resources, min_workers: int) -> 
 
 
 def check_storage(path: str) -> str:
-    """Make sure checkpoints can be written under ``path``; return it absolute.
+    """Make sure checkpoints can be written under ``path``, and by no other user (whoever can
+    write there controls what a resumed run loads); return it absolute.
 
     Raises:
-        TrainError: the folder cannot be created or written.
+        TrainError: the folder cannot be created or written, or another user could write it.
     """
     folder = Path(path).expanduser().absolute()
     probe = folder / f".raykube-write-test-{uuid.uuid4().hex[:8]}"
@@ -116,6 +118,11 @@ def check_storage(path: str) -> str:
             "pass storage_path= a folder this user can write, shared by every node (on "
             "Kubernetes: the spec's storage.path, backed by a ReadWriteMany PVC)",
         ) from None
+    reason = why_not_private(folder)
+    if reason:
+        raise TrainError(f"storage path {str(folder)!r}: {reason}; whoever can write there "
+                         "controls what a resumed run loads",
+                         "pass storage_path= a folder only you can write")
     return str(folder)
 
 
@@ -249,7 +256,9 @@ def train(
             "no storage path for checkpoints",
             "pass storage_path=, or give the cluster spec a storage: {path: ...}",
         )
-    storage = check_storage(storage)
+    cluster_known = target.cluster
+    if cluster_known is None or cluster_known.capabilities.shares_driver_filesystem:
+        storage = check_storage(storage)  # else the folder is the pods' (a volume) to check
 
     ensure_connected(target)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig

@@ -33,6 +33,7 @@ from raykube.backends.local.autoscaler_config import (
     build_autoscaler_config,
     unsupported_worker_params,
 )
+from raykube.backends.local.environment import head_environment
 from raykube.backends.local.ports import pick_free_ports, require_free
 from raykube.backends.local.processes import MARKER_ENV, find_processes, stop_processes
 from raykube.backends.local.state import (
@@ -41,12 +42,27 @@ from raykube.backends.local.state import (
     known_names,
     ray_temp_dir,
     remove_state,
-    write_private,
+    storage_dir,
 )
 from raykube.dashboard import DashboardClient
-from raykube.errors import BackendError, ClusterExists, ClusterNotFound, RaykubeError, ScaleError
+from raykube.errors import (
+    BackendError,
+    ClusterExists,
+    ClusterNotFound,
+    RaykubeError,
+    ScaleError,
+    SpecError,
+)
+from raykube.private import make_private_dir, why_not_private, write_private
 from raykube.progress import Progress
-from raykube.specs.cluster import GROUP_LABEL, SPEC_ENV, ClusterSpec, check_scale, parse_spec
+from raykube.specs.cluster import (
+    GROUP_LABEL,
+    SPEC_ENV,
+    ClusterSpec,
+    StorageSpec,
+    check_scale,
+    parse_spec,
+)
 from raykube.waiting import wait_for
 
 CAPABILITIES = Capabilities(
@@ -180,11 +196,12 @@ class LocalBackend:
         return command
 
     def _head_env(self, record: LocalRecord, spec: ClusterSpec) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+        """The head's environment: the caller's less its credentials (see
+        :mod:`~raykube.backends.local.environment`), the spec's, Ray's token settings."""
+        env, _ = head_environment(os.environ, spec.head_group_spec)
         # A node's `python` is the cluster's Python, as a container image's would be, so job
         # entrypoints like `python train.py` find Ray and raykube whatever the caller's PATH.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env.update(spec.head_group_spec.env)
         env.update(client_env(record.token_path))
         env.update(
             {
@@ -360,6 +377,15 @@ class LocalBackend:
         if spec.gcs_fault_tolerance_options is not None:
             progress.say("gcsFaultToleranceOptions apply on Kubernetes only; the local head keeps "
                          "its state in memory")
+        _, dropped = head_environment(os.environ, spec.head_group_spec)  # forwarded ones set?
+        if dropped:
+            progress.say(f"cluster {spec.name!r}: not passing your credentials to it: "
+                         f"{', '.join(dropped)} (forward one with headGroupSpec.env NAME: "
+                         "{secretKeyRef: ...})")
+        if any(g.env_from for g in [spec.head_group_spec, *spec.worker_group_specs]):
+            progress.say("envFrom applies on Kubernetes only; locally name each variable in "
+                         "headGroupSpec.env")
+        spec = self._with_private_storage(spec)
         ports = self._allocate_ports(spec)
         record = LocalRecord(
             name=spec.name,
@@ -368,17 +394,13 @@ class LocalBackend:
             ports=ports,
             temp_dir=str(ray_temp_dir(spec.name)),
             token_path=str(ensure_token()),
-            spec_yaml=spec.to_yaml(),
+            spec_yaml=spec.public().to_yaml(),
             targets={g.group_name: int(g.replicas or 0) for g in spec.worker_group_specs},
         )
         record.save()
         try:
-            # Ray's sockets, session files and logs: this user's only.
-            Path(record.temp_dir).mkdir(mode=0o700, exist_ok=True)
-            os.chmod(record.temp_dir, 0o700)
+            make_private_dir(Path(record.temp_dir))  # Ray's sockets, session files and logs
             self._write_autoscaler_config(record, spec)
-            if spec.storage:
-                Path(spec.storage.path).mkdir(parents=True, exist_ok=True)
             progress.say(
                 f"cluster {spec.name!r}: starting the head (GCS :{ports.gcs}, dashboard "
                 f":{ports.dashboard}, Ray Client :{ports.client})"
@@ -397,6 +419,34 @@ class LocalBackend:
         endpoints = self._endpoints(record)
         progress.say(f"cluster {spec.name!r} is ready: dashboard {endpoints.dashboard_url}")
         return endpoints
+
+    @staticmethod
+    def _with_private_storage(spec: ClusterSpec) -> ClusterSpec:
+        """``spec`` with its checkpoint folder made and checked: the spec's storage path, else
+        this user's private ``$RAYKUBE_HOME/storage/<name>`` (every local cluster has one).
+
+        Raises:
+            SpecError: the folder cannot be made, or another user could write into it.
+        """
+        if spec.storage is None or spec.storage.path is None:
+            storage = (spec.storage or StorageSpec()).model_copy(
+                update={"path": str(storage_dir(spec.name))})
+            return spec.model_copy(update={"storage": storage})
+        folder = Path(spec.storage.path)
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpecError(f"storage.path {folder} cannot be created: {exc.strerror or exc}",
+                            "use a folder you can write, or leave storage.path out") from None
+        reason = why_not_private(folder)
+        if reason:
+            raise SpecError(
+                f"storage.path: {reason}; whoever can write there controls what your runs "
+                "resume from and your replicas load",
+                "use a folder only you can write, or leave storage.path out for "
+                f"$RAYKUBE_HOME/storage/{spec.name}",
+            )
+        return spec
 
     def status(self, name: str) -> ClusterStatus:
         """The groups, nodes and health of running cluster ``name``."""

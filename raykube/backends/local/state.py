@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from raykube.errors import BackendError, SpecError
+from raykube.private import make_private_dir, write_private
 from raykube.specs.base import check_dns_label
-
-PRIVATE_DIR = 0o700
-PRIVATE_FILE = 0o600
 
 
 def raykube_home() -> Path:
@@ -40,19 +38,16 @@ def clusters_dir() -> Path:
 def private_dir(folder: Path) -> Path:
     """``folder`` (and raykube's folders above it) created 0700, for this user only."""
     for part in (raykube_home(), clusters_dir(), folder):
-        part.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-        os.chmod(part, PRIVATE_DIR)
+        make_private_dir(part)
     return folder
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``path`` atomically, readable by this user only (0600 from creation on)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, PRIVATE_FILE)
-    tmp.replace(path)
+def storage_dir(name: str) -> Path:
+    """Where local cluster ``name`` keeps checkpoints when its spec names no storage path:
+    ``$RAYKUBE_HOME/storage/<name>``, private to this user."""
+    for part in (raykube_home(), raykube_home() / "storage"):
+        make_private_dir(part)
+    return make_private_dir(raykube_home() / "storage" / name)
 
 
 def cluster_folder(name: str) -> Path:
