@@ -29,7 +29,7 @@ from raykube.backends import BACKENDS, get_backend
 from raykube.backends.base import ClusterStatus
 from raykube.backends.kuberay.backend import KubeRayBackend
 from raykube.errors import RaykubeError, SpecError
-from raykube.render.cluster import render_all, to_yaml
+from raykube.render.cluster import TOKEN_KEY, render_all, to_yaml
 from raykube.render.rayjob import render_rayjob
 from raykube.render.rayservice import render_service_manifests
 from raykube.render.serve_config import render_serve_config
@@ -87,7 +87,7 @@ def _print_status(status: ClusterStatus) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
+    spec = _cluster_spec(args)
     cluster = clusters.up(spec, backend=args.backend, timeout=args.timeout)
     if not cluster.capabilities.direct_ports:
         endpoints = cluster.status().endpoints
@@ -287,7 +287,13 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     elif kind == "Serve":
         objects = render_service_manifests(load_serve_spec(args.spec))
     else:
-        objects = render_all(load_spec(args.spec), pod_monitor=args.pod_monitor)
+        spec = _cluster_spec(args)
+        objects = render_all(spec, pod_monitor=args.pod_monitor)
+        if spec.token_secret:
+            print(f"note: the pods read their Ray token from Secret {spec.token_secret} (key "
+                  f"{TOKEN_KEY}); `raykube up --kube` creates it, or: kubectl create secret "
+                  f"generic {spec.token_secret} --from-literal={TOKEN_KEY}=\"$(openssl rand "
+                  "-hex 32)\"", file=sys.stderr)
     print(to_yaml(objects), end="")
     return 0
 
@@ -406,7 +412,9 @@ def cmd_port_forward(args: argparse.Namespace) -> int:
                                            ("client", args.client_port),
                                            ("serve", args.serve_port)) if port}
     forward, endpoints = KubeRayBackend(namespace=args.namespace).port_forward(args.name, fixed)
-    print(f"export RAY_API_SERVER_ADDRESS={endpoints.dashboard_url}")
+    print(f"export RAY_API_SERVER_ADDRESS={shlex.quote(endpoints.dashboard_url)}")
+    for key, value in client_env(endpoints.auth_token_path).items():
+        print(f"export {key}={shlex.quote(value)}")
     print(f"# Ray Client: {endpoints.client_address}  Serve: {endpoints.serve_url}  "
           f"GCS: {endpoints.gcs_address}", flush=True)
     print("forwarding; Ctrl-C (or SIGTERM) stops it", file=sys.stderr, flush=True)
@@ -439,6 +447,20 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="Kubernetes namespace (default: the spec's, else the context's)")
 
 
+def _add_network_policy_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network-policy", action="store_true",
+                   help="Kubernetes: also a NetworkPolicy admitting only the cluster's own pods "
+                   "(and Serve and metrics ports); the spec's networkPolicy: true")
+
+
+def _cluster_spec(args: argparse.Namespace) -> ClusterSpec:
+    """The cluster spec file of a command, with its command-line options applied."""
+    spec = load_spec(args.spec)
+    if args.network_policy:
+        spec.network_policy = True
+    return spec
+
+
 def _workload_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
                       handler: Handler, help_text: str, cluster_help: str
                       ) -> argparse.ArgumentParser:
@@ -466,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("up", cmd_up, "start a cluster from a spec file and wait until it is ready")
     p.add_argument("spec", help="cluster spec file, e.g. clusters/local.yaml")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (default 180)")
+    _add_network_policy_option(p)
 
     p = command("status", cmd_status, "show groups, nodes, resources and health")
     p.add_argument("name", nargs="?", help="cluster name (default: every running cluster)")
@@ -512,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(kind: Serve, rendered as a RayService)")
     p.add_argument("--pod-monitor", action="store_true",
                    help="also a Prometheus-operator PodMonitor for the Ray metrics")
+    _add_network_policy_option(p)
     p.set_defaults(handler=cmd_manifest)
 
     p = command("port-forward", cmd_port_forward,

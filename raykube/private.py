@@ -17,6 +17,11 @@ PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 
 
+def raykube_home() -> Path:
+    """``$RAYKUBE_HOME``, default ``~/.raykube``: raykube's own folder for this user."""
+    return Path(os.environ.get("RAYKUBE_HOME") or Path.home() / ".raykube")
+
+
 def make_private_dir(folder: Path) -> Path:
     """``folder`` created (with its parents) 0700, for this user only."""
     folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)

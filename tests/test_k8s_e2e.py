@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,11 +146,17 @@ def test_ray_job_submit_cli_trains_tensorflow_through_the_port_forward(
     try:
         first = forward.stdout.readline() if forward.stdout else ""
         assert first.strip() == f"export RAY_API_SERVER_ADDRESS=http://127.0.0.1:{port}"
+        exported = {}  # the token settings it prints next, as `eval` would take them
+        while (line := forward.stdout.readline() if forward.stdout else "").startswith("export"):
+            key, _, value = line.removeprefix("export ").strip().partition("=")
+            exported[key] = shlex.split(value)[0]
+        assert exported["RAY_AUTH_MODE"] == "token", "the cluster has token auth"
         done = subprocess.run(
             [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address",
              f"http://127.0.0.1:{port}", "--working-dir", "jobs", "--", "python",
              "train_tensorflow.py", "--epochs", "4"],
-            capture_output=True, text=True, timeout=600, cwd=ROOT)
+            capture_output=True, text=True, timeout=600, cwd=ROOT,
+            env={**os.environ, **exported})
     finally:
         forward.terminate()  # SIGTERM, as a CI runner stops a background step
         assert forward.wait(timeout=30) == 0, (tmp_path / "forward.err").read_text()[-2000:]
@@ -155,6 +164,27 @@ def test_ray_job_submit_cli_trains_tensorflow_through_the_port_forward(
     summary = summary_of(done.stdout)
     assert summary["framework"] == "tensorflow" and summary["test_accuracy"] >= ACCURACY_BAR
     assert summary["replicas_identical"]
+
+
+def test_the_cluster_refuses_a_request_without_its_token(e2e: E2ECluster) -> None:
+    """Any pod that reaches the head (here: this machine, on the pod network) must bring the
+    cluster's token; raykube's own commands bring it (every other test of this module)."""
+    import base64
+
+    from kubernetes import client
+
+    head = pods_of(e2e.namespace, "ray.io/node-type=head")[0]
+    url = f"http://{head.status.pod_ip}:8265/api/jobs/"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=30)
+    assert refused.value.code in (401, 403)
+    secret = client.CoreV1Api().read_namespaced_secret(f"{CLUSTER}-ray-token", e2e.namespace)
+    token = base64.b64decode(secret.data["auth_token"]).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
+    listed = e2e.cli("job list", "--cluster", CLUSTER)
+    assert listed.returncode == 0, listed.stderr
 
 
 def test_mxnet_job_runs_with_its_own_python_in_the_pods(e2e: E2ECluster) -> None:

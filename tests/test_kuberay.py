@@ -82,6 +82,36 @@ def test_up_status_scale_down_with_gpu_group(namespace: str) -> None:
         KubeRayBackend(namespace=namespace).status("rk-kube")
 
 
+def test_token_secret_and_network_policy_are_made_with_the_cluster_and_go_with_it(
+        namespace: str) -> None:
+    from kubernetes import client
+
+    core, networking = client.CoreV1Api(), client.NetworkingV1Api()
+    spec = spec_in(namespace, storage=None, network_policy=True)
+    cluster = raykube.up(spec, backend="kuberay", timeout=120)
+    secret = core.read_namespaced_secret("rk-kube-ray-token", namespace)
+    assert len(secret.data["auth_token"]) > 40 and secret.metadata.labels == {
+        "app.kubernetes.io/managed-by": "raykube"}
+    policy = networking.read_namespaced_network_policy("rk-kube-ray", namespace)
+    assert policy.spec.pod_selector.match_labels == {"ray.io/cluster": "rk-kube"}
+    assert cluster.status().is_ready, "raykube's own status reads the head with the token"
+    cluster.down()
+    assert not core.list_namespaced_secret(namespace, field_selector=(
+        "metadata.name=rk-kube-ray-token")).items
+    assert not networking.list_namespaced_network_policy(namespace).items
+
+
+def test_a_named_token_secret_must_exist_and_nothing_is_left_half_made(namespace: str) -> None:
+    from kubernetes import client
+
+    spec = spec_in(namespace, storage=None)
+    spec.auth_options.secret_name = "team-token"
+    with pytest.raises(SpecError, match="no such Secret"):
+        raykube.up(spec, backend="kuberay", timeout=60)
+    assert not client.CustomObjectsApi().list_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters")["items"]
+
+
 def test_second_up_patches_the_cluster(namespace: str) -> None:
     provide_volume(namespace, "rk-kube-storage")
     spec = spec_in(namespace)

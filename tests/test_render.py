@@ -77,7 +77,8 @@ def test_autoscaling_and_head() -> None:
     manifest = render_raycluster(load_spec(ROOT / "clusters" / "local.yaml"))
     spec = manifest["spec"]
     assert spec["enableInTreeAutoscaling"] is True
-    assert spec["autoscalerOptions"] == {"idleTimeoutSeconds": 30, "upscalingMode": "Default"}
+    options = {k: v for k, v in spec["autoscalerOptions"].items() if k != "env"}  # env: auth
+    assert options == {"idleTimeoutSeconds": 30, "upscalingMode": "Default"}
     head = spec["headGroupSpec"]
     assert head["rayStartParams"] == {"dashboard-host": "0.0.0.0", "num-cpus": "0"}
     container = head["template"]["spec"]["containers"][0]

@@ -380,3 +380,45 @@ def test_the_local_head_gets_no_credentials_but_those_forwarded() -> None:
 def test_the_spec_raykube_keeps_and_passes_on_has_no_environment() -> None:
     public = spec_with_secrets().public().to_yaml()
     assert "hunter" not in public and "secretKeyRef" not in public and "cloud-keys" not in public
+
+
+# ---- who may use a KubeRay cluster -------------------------------------------------------------
+
+def test_every_ray_container_and_the_autoscaler_get_the_token_from_its_secret() -> None:
+    spec = load_spec(ROOT / "clusters" / "local.yaml")  # autoscaling on
+    body = render_raycluster(spec)["spec"]
+    expected = [{"name": "RAY_AUTH_MODE", "value": "token"},
+                {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+                    "name": "local-ray-token", "key": "auth_token"}}}]
+    for group in [body["headGroupSpec"], *body["workerGroupSpecs"]]:
+        assert group["template"]["spec"]["containers"][0]["env"][:2] == expected
+    assert body["autoscalerOptions"]["env"] == expected
+    assert "dashboard-host" in body["headGroupSpec"]["rayStartParams"]
+    named = parse_spec({**yaml.safe_load((ROOT / "clusters" / "local.yaml").read_text()),
+                        "authOptions": {"secretName": "team-token"}})
+    assert named.token_secret == "team-token"
+
+
+def test_service_type_is_kubernetes_own_and_exposure_needs_auth() -> None:
+    with pytest.raises(SpecError, match="serviceType"):
+        parse_spec({"name": "demo", "headGroupSpec": {"serviceType": "Public"}})
+    with pytest.raises(SpecError, match="reachable from outside"):
+        parse_spec({"name": "demo", "headGroupSpec": {"serviceType": "LoadBalancer"},
+                    "authOptions": {"mode": "disabled"}})
+    open_inside = parse_spec({"name": "demo", "authOptions": {"mode": "disabled"}})
+    assert open_inside.token_secret is None
+    env = render_raycluster(open_inside)["spec"]["headGroupSpec"]["template"]["spec"][
+        "containers"][0]["env"]
+    assert not any(e["name"].startswith("RAY_AUTH") for e in env)
+
+
+def test_a_network_policy_admits_only_the_clusters_own_pods() -> None:
+    from raykube.render.cluster import render_all
+
+    spec = load_spec(ROOT / "clusters" / "local.yaml")
+    spec.network_policy = True
+    policy = next(o for o in render_all(spec) if o["kind"] == "NetworkPolicy")
+    rules = policy["spec"]["ingress"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"ray.io/cluster": "local"}}
+    assert rules[0] == {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": "local"}}}]}
+    assert [r["ports"][0]["port"] for r in rules[1:]] == [8000, 8080]

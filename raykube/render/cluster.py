@@ -192,8 +192,22 @@ def _gcs_fault_tolerance(spec: ClusterSpec) -> dict[str, Any]:
     return rendered
 
 
-def render_raycluster(spec: ClusterSpec) -> dict[str, Any]:
-    """The RayCluster for ``spec``."""
+TOKEN_KEY = "auth_token"
+"""The key of the token in the cluster's token Secret (KubeRay's name for it)."""
+
+
+def token_env(secret: str) -> list[dict[str, Any]]:
+    """What turns on Ray token auth in a container: ``RAY_AUTH_MODE=token`` and the token
+    from ``secret`` (KubeRay before v1.5.1 has no ``authOptions``; this is its manual form)."""
+    return [{"name": "RAY_AUTH_MODE", "value": "token"},
+            {"name": "RAY_AUTH_TOKEN",
+             "valueFrom": {"secretKeyRef": {"name": secret, "key": TOKEN_KEY}}}]
+
+
+def render_raycluster(spec: ClusterSpec, *, token_auth: bool = True) -> dict[str, Any]:
+    """The RayCluster for ``spec``: with Ray token auth in every Ray container and the
+    autoscaler when the spec has it (``token_auth=False`` leaves it out: the RayJob and
+    RayService clusters of a KubeRay operator that cannot send a token, see the README)."""
     spec = spec.with_storage_path(STORAGE_PATH)
     body: dict[str, Any] = {
         "rayVersion": spec.ray_version,
@@ -209,6 +223,13 @@ def render_raycluster(spec: ClusterSpec) -> dict[str, Any]:
         }
     if spec.gcs_fault_tolerance_options is not None:
         body["gcsFaultToleranceOptions"] = _gcs_fault_tolerance(spec)
+    if token_auth and spec.token_secret:
+        auth = token_env(spec.token_secret)
+        for group in [body["headGroupSpec"], *body["workerGroupSpecs"]]:
+            for container in group["template"]["spec"]["containers"]:
+                container["env"] = auth + container["env"]
+        if spec.enable_in_tree_autoscaling:  # Ray's autoscaler talks to the GCS too
+            body["autoscalerOptions"]["env"] = copy.deepcopy(auth)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",
@@ -249,9 +270,36 @@ def render_pod_monitor(spec: ClusterSpec) -> dict[str, Any]:
     }
 
 
+def render_network_policy(spec: ClusterSpec) -> dict[str, Any]:
+    """A NetworkPolicy admitting to the cluster's pods only the cluster's own pods (any port:
+    Ray's nodes talk on many), Serve's HTTP port from pods of the namespace, and the metrics
+    port from anywhere in the cluster (Prometheus). raykube's port-forward goes through the
+    API server and the kubelet, which such a policy does not stop."""
+    own = {"matchLabels": {"ray.io/cluster": spec.name}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(f"{spec.name}-ray", spec.namespace),
+        "spec": {
+            "podSelector": own,
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": own}]},
+                {"from": [{"podSelector": {}}],
+                 "ports": [{"protocol": "TCP", "port": HEAD_PORTS["serve"]}]},
+                {"from": [{"namespaceSelector": {}}],
+                 "ports": [{"protocol": "TCP", "port": HEAD_PORTS["metrics"]}]},
+            ],
+        },
+    }
+
+
 def render_all(spec: ClusterSpec, *, pod_monitor: bool = False) -> list[dict[str, Any]]:
-    """Every object ``raykube up --backend kuberay`` creates for ``spec``, in creation order."""
+    """Every object ``raykube up --backend kuberay`` creates for ``spec``, in creation order
+    (the token Secret aside: it is made where the token stays secret, see KubeRayBackend.up)."""
     objects = [o for o in (render_storage_claim(spec), render_raycluster(spec)) if o]
+    if spec.network_policy:
+        objects.append(render_network_policy(spec))
     if pod_monitor:
         objects.append(render_pod_monitor(spec))
     return objects

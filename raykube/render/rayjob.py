@@ -30,7 +30,9 @@ def render_rayjob(job: RayJobSpec, cluster: ClusterSpec | None) -> dict[str, Any
     if job.entrypoint_num_gpus is not None:
         spec["entrypointNumGpus"] = job.entrypoint_num_gpus
     if cluster is not None:
-        spec["rayClusterSpec"] = render_raycluster(cluster)["spec"]
+        # KubeRay before v1.5.1 polls the job's status through the dashboard without a token:
+        # its clusters run without token auth (README "Security").
+        spec["rayClusterSpec"] = render_raycluster(cluster, token_auth=False)["spec"]
     else:
         spec["clusterSelector"] = dict(job.cluster_selector or {})
         spec.pop("shutdownAfterJobFinishes")  # KubeRay forbids it with an existing cluster

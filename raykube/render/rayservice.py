@@ -52,7 +52,9 @@ def render_rayservice(spec: ServeSpec, cluster: ClusterSpec,
                       applications: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The RayService running ``spec`` on a cluster built from ``cluster``; ``applications``
     replaces the spec's own Serve applications (a rollout's intermediate steps)."""
-    cluster_body = render_raycluster(cluster)["spec"]
+    # KubeRay before v1.5.1 deploys Serve through the dashboard without a token: its clusters
+    # run without token auth (README "Security").
+    cluster_body = render_raycluster(cluster, token_auth=False)["spec"]
     for group in [cluster_body["headGroupSpec"], *cluster_body["workerGroupSpecs"]]:
         group["template"]["metadata"]["labels"][SERVICE_LABEL] = spec.name
     serve_config = render_serve_config(spec, http_port=HEAD_PORTS["serve"],

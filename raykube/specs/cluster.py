@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -220,8 +220,10 @@ class HeadGroupSpec(_PodGroup):
         description="Flags for `ray start --head`, as KubeRay takes them. Default num-cpus: '0' "
         "keeps work off the head, as KubeRay recommends.",
     )
-    service_type: str = Field(
-        "ClusterIP", alias="serviceType", description="Kubernetes Service type of the head."
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        "ClusterIP", alias="serviceType",
+        description="Kubernetes Service type of the head: ClusterIP (in the cluster only), "
+        "NodePort or LoadBalancer (reachable from outside: token auth required).",
     )
 
     @field_validator("ray_start_params")
@@ -437,6 +439,31 @@ class GcsFaultToleranceOptions(SpecModel):
         return value
 
 
+class AuthMode(StrEnum):
+    """Ray's authentication mode (KubeRay's ``authOptions.mode``)."""
+
+    TOKEN = "token"
+    DISABLED = "disabled"
+
+
+class AuthOptions(SpecModel):
+    """Who may use the cluster: Ray token authentication (Ray 2.52+), on by default."""
+
+    mode: AuthMode = Field(
+        AuthMode.TOKEN,
+        description="token (every request to the dashboard, Jobs API, GCS and Ray Client needs "
+        "the cluster's token) or disabled (only with serviceType ClusterIP).",
+    )
+    secret_name: str | None = Field(
+        None, alias="secretName",
+        description="Secret holding the token under key auth_token; default <name>-ray-token, "
+        "which `raykube up --kube` creates when it does not exist.",
+    )
+
+    _name = field_validator("secret_name")(
+        classmethod(lambda cls, v: v if v is None else check_dns_label(v, "secretName")))
+
+
 class ClusterSpec(SpecModel):
     """A Ray cluster: a head, any number of worker groups, autoscaling and storage."""
 
@@ -465,11 +492,40 @@ class ClusterSpec(SpecModel):
         None, alias="gcsFaultToleranceOptions",
         description="External Redis for GCS fault tolerance (Kubernetes only).",
     )
+    auth_options: AuthOptions = Field(
+        default_factory=AuthOptions, alias="authOptions",
+        description="Ray token authentication (on by default; local clusters always use it).",
+    )
+    network_policy: bool = Field(
+        False, alias="networkPolicy",
+        description="Kubernetes only: also a NetworkPolicy admitting to the cluster's pods only "
+        "its own pods (any port), Serve's port from the namespace and the metrics port.",
+    )
 
     @field_validator("name", "namespace")
     @classmethod
     def _names(cls, value: str) -> str:
         return check_dns_label(value, "name")
+
+    @model_validator(mode="after")
+    def _exposed_needs_auth(self) -> ClusterSpec:
+        exposed = self.head_group_spec.service_type != "ClusterIP"
+        if exposed and self.auth_options.mode is AuthMode.DISABLED:
+            raise ValueError(
+                f"headGroupSpec.serviceType {self.head_group_spec.service_type} makes the "
+                "dashboard and Jobs API reachable from outside the cluster, and authOptions.mode "
+                "is disabled: anyone there could run code as the Ray pods; enable token auth "
+                "or use ClusterIP"
+            )
+        return self
+
+    @property
+    def token_secret(self) -> str | None:
+        """The Secret holding the cluster's Ray token (key ``auth_token``), or None without
+        token auth."""
+        if self.auth_options.mode is AuthMode.DISABLED:
+            return None
+        return self.auth_options.secret_name or f"{self.name}-ray-token"
 
     @model_validator(mode="after")
     def _unique_groups(self) -> ClusterSpec:

@@ -15,8 +15,12 @@ mean is worked out by the pure functions of :mod:`~raykube.backends.kuberay.stat
 from __future__ import annotations
 
 import atexit
+import base64
+import hashlib
 import os
+import secrets
 import threading
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -33,9 +37,18 @@ from raykube.backends.kuberay import state
 from raykube.backends.kuberay.client import KubeClient
 from raykube.backends.kuberay.portforward import PortForward
 from raykube.dashboard import DashboardClient
-from raykube.errors import BackendError, RaykubeError
+from raykube.errors import BackendError, RaykubeError, SpecError
+from raykube.private import make_private_dir, raykube_home, write_private
 from raykube.progress import Progress
-from raykube.render.cluster import HEAD_PORTS, MANAGED_BY, render_raycluster, render_storage_claim
+from raykube.render.cluster import (
+    HEAD_PORTS,
+    MANAGED_BY,
+    TOKEN_KEY,
+    metadata,
+    render_network_policy,
+    render_raycluster,
+    render_storage_claim,
+)
 from raykube.specs.cluster import SPEC_ENV, ClusterSpec, parse_spec
 from raykube.waiting import wait_for
 
@@ -56,11 +69,35 @@ _FORWARDS_LOCK = threading.Lock()
 the first workload that needs one, reused while the head pod is the same, closed at exit."""
 
 
+_TOKEN_FILES: set[Path] = set()
+"""Token files this process wrote for its clients of KubeRay clusters; removed at exit."""
+
+
 def _close_forwards() -> None:
     with _FORWARDS_LOCK:
         for _, forward, _ in _FORWARDS.values():
             forward.close()
         _FORWARDS.clear()
+    for token in _TOKEN_FILES:
+        token.unlink(missing_ok=True)
+
+
+def auth_secret(cluster: dict[str, Any]) -> tuple[str, str] | None:
+    """``(Secret, key)`` holding a RayCluster's Ray token, read from its head container's
+    ``RAY_AUTH_TOKEN`` (any RayCluster with token auth in that form, raykube's or not)."""
+    containers = cluster["spec"]["headGroupSpec"]["template"]["spec"].get("containers") or [{}]
+    for var in containers[0].get("env") or []:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if var.get("name") == "RAY_AUTH_TOKEN" and ref:
+            return str(ref["name"]), str(ref.get("key", TOKEN_KEY))
+    return None
+
+
+def token_secret_body(name: str, namespace: str) -> dict[str, Any]:
+    """A new Secret with a random Ray token (never printed, never in a manifest)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(name, namespace),
+            "stringData": {TOKEN_KEY: secrets.token_hex(32)}}
 
 
 atexit.register(_close_forwards)
@@ -154,18 +191,33 @@ class KubeRayBackend:
         claim = render_storage_claim(spec)
         cluster = render_raycluster(spec)
         cluster["metadata"]["namespace"] = namespace
-        created_claim = False
-        if claim:
-            claim["metadata"]["namespace"] = namespace
-            created_claim = not self.kube.get("PersistentVolumeClaim", claim["metadata"]["name"],
-                                              namespace, missing_ok=True)
-            self.kube.apply(claim)
+        created: list[tuple[str, str]] = []  # what this up made, to take back if it fails
         try:
+            secret = spec.token_secret
+            if secret and not self.kube.get("Secret", secret, namespace, missing_ok=True):
+                if spec.auth_options.secret_name:
+                    raise SpecError(
+                        f"authOptions.secretName {secret}: no such Secret in {namespace}",
+                        f"create it: kubectl create secret generic {secret} -n {namespace} "
+                        f"--from-literal={TOKEN_KEY}=\"$(openssl rand -hex 32)\"",
+                    )
+                self.kube.apply(token_secret_body(secret, namespace))
+                created.append(("Secret", secret))
+            if claim:
+                claim["metadata"]["namespace"] = namespace
+                if not self.kube.get("PersistentVolumeClaim", claim["metadata"]["name"],
+                                     namespace, missing_ok=True):
+                    created.append(("PersistentVolumeClaim", claim["metadata"]["name"]))
+                self.kube.apply(claim)
             progress.say(f"RayCluster {namespace}/{spec.name}: applying")
             self.kube.apply(cluster)
+            if spec.network_policy:
+                policy = render_network_policy(spec)
+                policy["metadata"]["namespace"] = namespace
+                self.kube.apply(policy)
         except RaykubeError:
-            if claim and created_claim:  # leave nothing half-created
-                self.kube.delete("PersistentVolumeClaim", claim["metadata"]["name"], namespace)
+            for kind, name in reversed(created):  # leave nothing half-created
+                self.kube.delete(kind, name, namespace, missing_ok=True)
             raise
         self._wait_ready(spec.name, namespace, timeout=timeout, progress=progress)
         progress.say(f"RayCluster {namespace}/{spec.name} is ready: every worker joined Ray")
@@ -237,12 +289,21 @@ class KubeRayBackend:
         """Delete the RayCluster and wait until it and its pods are gone (with foreground
         deletion the RayCluster goes last; the storage claim stays)."""
         namespace = self._ns()
+        secret = auth_secret(self.kube.get("RayCluster", name, namespace, missing_ok=True)
+                             or {"spec": {"headGroupSpec": {"template": {"spec": {}}}}})
         self.kube.delete("RayCluster", name, namespace, propagation="Foreground")
         Progress().say(f"RayCluster {namespace}/{name}: deleting; waiting for its pods")
         wait_for(lambda: not self._pods(name, namespace) and not self.kube.get(
                      "RayCluster", name, namespace, missing_ok=True),
                  timeout=timeout, what=f"RayCluster {namespace}/{name} and its pods to go",
                  interval=0.5)
+        # What raykube made beside it (a Secret a user named is theirs, and stays).
+        for kind, other in (("Secret", secret[0] if secret else None),
+                            ("NetworkPolicy", f"{name}-ray")):
+            found = self.kube.get(kind, other, namespace, missing_ok=True) if other else {}
+            labels = (found.get("metadata") or {}).get("labels") or {}
+            if other and all(labels.get(k) == v for k, v in MANAGED_BY.items()):
+                self.kube.delete(kind, other, namespace, missing_ok=True)
 
     def endpoints(self, name: str) -> Endpoints:
         """How this process reaches the cluster: the head service's DNS names from inside the
@@ -281,19 +342,44 @@ class KubeRayBackend:
                 return known[2]
             if known:
                 known[1].close()
-            forward, endpoints = self._open_forward(namespace, head)
+            forward, endpoints = self._open_forward(namespace, head,
+                                                    token=self._token_file(name, namespace))
             _FORWARDS[key] = (head, forward, endpoints)
             return endpoints
 
+    def _token_file(self, name: str, namespace: str) -> str | None:
+        """A file holding the cluster's Ray token for this process's clients (Ray's CLI and
+        Ray Client take a token file), 0600 in this user's raykube folder, removed when the
+        process exits; None when the cluster has no token auth.
+
+        Raises:
+            BackendError: the token's Secret cannot be read (RBAC: get on secrets).
+        """
+        ref = auth_secret(self._get(name, namespace))
+        if ref is None:
+            return None
+        data = (self.kube.get("Secret", ref[0], namespace).get("data") or {}).get(ref[1])
+        if not data:
+            raise BackendError(f"Secret {namespace}/{ref[0]} holds no {ref[1]!r}: the cluster's "
+                               "Ray token", f"put the token there under {ref[1]!r}")
+        folder = make_private_dir(raykube_home() / "tokens")
+        digest = hashlib.sha256(f"{self.kube.host}|{namespace}|{name}".encode()).hexdigest()
+        path = folder / digest[:16]
+        write_private(path, base64.b64decode(data).decode())
+        _TOKEN_FILES.add(path)
+        return str(path)
+
     def _open_forward(self, namespace: str, head: str,
-                      local_ports: dict[str, int] | None = None) -> tuple[PortForward, Endpoints]:
+                      local_ports: dict[str, int] | None = None, *,
+                      token: str | None = None) -> tuple[PortForward, Endpoints]:
         remote = {role: HEAD_PORTS[role] for role in CLIENT_ROLES}
         fixed = {remote[role]: port for role, port in (local_ports or {}).items()}
         forward = PortForward(self.kube, namespace, head, list(remote.values()), fixed)
         forward.check(remote["dashboard"])
         forward.start()
         local = {role: forward.local_port(port) for role, port in remote.items()}
-        return forward, Endpoints.at("127.0.0.1", local, driver=DriverKind.RAY_CLIENT)
+        return forward, Endpoints.at("127.0.0.1", local, driver=DriverKind.RAY_CLIENT,
+                                     auth_token_path=token)
 
     def port_forward(self, name: str, local_ports: dict[str, int] | None = None
                      ) -> tuple[PortForward, Endpoints]:
@@ -313,7 +399,7 @@ class KubeRayBackend:
         namespace = self._ns()
         self._get(name, namespace)
         return self._open_forward(namespace, self._head_pod(name, namespace)["metadata"]["name"],
-                                  local_ports)
+                                  local_ports, token=self._token_file(name, namespace))
 
     def _ray_nodes(self, name: str, namespace: str, pods: list[dict[str, Any]]) -> state.Joined:
         """The alive Ray nodes' resources by node IP, from the head's dashboard; None while it
@@ -321,7 +407,8 @@ class KubeRayBackend:
         try:
             endpoints = (service_endpoints(name, namespace) if in_cluster()
                          else self._shared_forward(name, namespace, pods))
-            nodes = DashboardClient(endpoints.dashboard_url, None, timeout=5).nodes()
+            nodes = DashboardClient(endpoints.dashboard_url, endpoints.auth_token_path,
+                                    timeout=5).nodes()
         except RaykubeError:
             return None
         return {str(n["node_ip"]): dict(n.get("resources_total") or {})

@@ -31,9 +31,13 @@ FIELD_MANAGER = "raykube"
 RAY_PLURALS = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService": "rayservices"}
 """The ``ray.io/v1`` kinds raykube reads and writes, with their resource (plural) names."""
 
-_CORE = {"Pod": "pod", "Event": "event", "PersistentVolumeClaim": "persistent_volume_claim"}
-_POLICY = {"PodDisruptionBudget": "pod_disruption_budget"}
-"""Other kinds raykube touches, by the name their typed API methods carry."""
+_TYPED = {
+    "Pod": ("core", "pod"), "Event": ("core", "event"), "Secret": ("core", "secret"),
+    "PersistentVolumeClaim": ("core", "persistent_volume_claim"),
+    "PodDisruptionBudget": ("policy", "pod_disruption_budget"),
+    "NetworkPolicy": ("networking", "network_policy"),
+}
+"""Other kinds raykube touches: their typed API, and the name their methods carry."""
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -59,7 +63,8 @@ class KubeClient:
         self.namespace = namespace
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
-        self._policy = client.PolicyV1Api(api)
+        self._apis = {"core": self._core, "policy": client.PolicyV1Api(api),
+                      "networking": client.NetworkingV1Api(api)}
 
     @classmethod
     def load(cls, context: str | None = None, namespace: str | None = None) -> KubeClient:
@@ -96,6 +101,11 @@ class KubeClient:
     def _plain(self, obj: Any) -> dict[str, Any]:
         return dict(self.api.sanitize_for_serialization(obj))
 
+    def _method(self, verb: str, kind: str) -> Any:
+        """The typed API's method for ``verb`` (read, list, patch, delete) on ``kind``."""
+        api, name = _TYPED[kind]
+        return getattr(self._apis[api], f"{verb}_namespaced_{name}")
+
     def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return call(*args, **kwargs)
@@ -118,9 +128,7 @@ class KubeClient:
             self._call(what, self._custom.patch_namespaced_custom_object, RAY_GROUP, RAY_VERSION,
                        namespace, RAY_PLURALS[kind], name, body, **options)
             return
-        api, method = (self._core, _CORE[kind]) if kind in _CORE else (self._policy, _POLICY[kind])
-        self._call(what, getattr(api, f"patch_namespaced_{method}"), name, namespace, body,
-                   **options)
+        self._call(what, self._method("patch", kind), name, namespace, body, **options)
 
     def create(self, body: dict[str, Any]) -> None:
         """Create ``body`` (a ``ray.io/v1`` object); 409 when it exists."""
@@ -137,8 +145,7 @@ class KubeClient:
             if kind in RAY_PLURALS:
                 return dict(self._custom.get_namespaced_custom_object(
                     RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name))
-            read = getattr(self._core, f"read_namespaced_{_CORE[kind]}")
-            return self._plain(read(name, namespace))
+            return self._plain(self._method("read", kind)(name, namespace))
         except Exception as exc:  # noqa: BLE001 - translated
             if missing_ok and getattr(exc, "status", None) == 404:
                 return {}
@@ -155,9 +162,8 @@ class KubeClient:
             answer = self._call(what, self._custom.list_namespaced_custom_object, RAY_GROUP,
                                 RAY_VERSION, namespace, RAY_PLURALS[kind], **selectors)
             return list(answer.get("items") or [])
-        listing = getattr(self._core, f"list_namespaced_{_CORE[kind]}")
-        return [self._plain(item) for item in self._call(what, listing, namespace,
-                                                          **selectors).items]
+        return [self._plain(item) for item in self._call(what, self._method("list", kind),
+                                                          namespace, **selectors).items]
 
     def has_api(self, kind: str) -> bool:
         """Whether the server serves ``kind`` (a ``ray.io/v1`` CRD installed)."""
@@ -190,9 +196,7 @@ class KubeClient:
                 self._custom.delete_namespaced_custom_object(
                     RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name, **options)
                 return
-            api, method = ((self._core, _CORE[kind]) if kind in _CORE
-                           else (self._policy, _POLICY[kind]))
-            getattr(api, f"delete_namespaced_{method}")(name, namespace, **options)
+            self._method("delete", kind)(name, namespace, **options)
         except Exception as exc:  # noqa: BLE001 - translated
             if missing_ok and getattr(exc, "status", None) == 404:
                 return

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -21,13 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from raykube.errors import BackendError, SpecError
-from raykube.private import make_private_dir, write_private
+from raykube.private import make_private_dir, raykube_home, write_private
 from raykube.specs.base import check_dns_label
-
-
-def raykube_home() -> Path:
-    """``$RAYKUBE_HOME``, default ``~/.raykube``."""
-    return Path(os.environ.get("RAYKUBE_HOME") or Path.home() / ".raykube")
 
 
 def clusters_dir() -> Path:
