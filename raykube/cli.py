@@ -166,16 +166,25 @@ def cmd_env(args: argparse.Namespace) -> int:
     endpoints = clusters.Cluster(args.name, backend).endpoints
     variables = {"RAY_API_SERVER_ADDRESS": endpoints.dashboard_url}
     variables.update(client_env(endpoints.auth_token_path))
-    for key, value in variables.items():
-        print(f"export {key}={shlex.quote(value)}")
+    print(exports(variables), end="")
     return 0
 
 
+def exports(variables: dict[str, str]) -> str:
+    """``export NAME=VALUE`` lines a shell's ``eval`` takes back exactly (values quoted)."""
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in variables.items())
+
+
+def entrypoint_of(argv: list[str]) -> str:
+    """The job's shell command from the words after ``--``: one word is a command line the user
+    quoted whole (``"python a.py && python b.py"``); several are argv, kept word for word (an
+    argument with a space or a quote stays one argument)."""
+    words = argv[1:] if argv[:1] == ["--"] else argv
+    return (words[0] if len(words) == 1 else shlex.join(words)).strip()
+
+
 def cmd_job_submit(args: argparse.Namespace) -> int:
-    words = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
-    # One word is a command line the user quoted whole ("python a.py && python b.py"); several
-    # are argv, kept word for word (an argument with a space stays one argument).
-    entrypoint = (words[0] if len(words) == 1 else shlex.join(words)).strip()
+    entrypoint = entrypoint_of(args.entrypoint)
     if not entrypoint:
         print("error: no entrypoint: put the command after --, e.g. "
               "raykube job submit -- python train.py", file=sys.stderr)
@@ -412,9 +421,8 @@ def cmd_port_forward(args: argparse.Namespace) -> int:
                                            ("client", args.client_port),
                                            ("serve", args.serve_port)) if port}
     forward, endpoints = KubeRayBackend(namespace=args.namespace).port_forward(args.name, fixed)
-    print(f"export RAY_API_SERVER_ADDRESS={shlex.quote(endpoints.dashboard_url)}")
-    for key, value in client_env(endpoints.auth_token_path).items():
-        print(f"export {key}={shlex.quote(value)}")
+    print(exports({"RAY_API_SERVER_ADDRESS": endpoints.dashboard_url,
+                   **client_env(endpoints.auth_token_path)}), end="")
     print(f"# Ray Client: {endpoints.client_address}  Serve: {endpoints.serve_url}  "
           f"GCS: {endpoints.gcs_address}", flush=True)
     print("forwarding; Ctrl-C (or SIGTERM) stops it", file=sys.stderr, flush=True)

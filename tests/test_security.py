@@ -422,3 +422,23 @@ def test_a_network_policy_admits_only_the_clusters_own_pods() -> None:
     assert policy["spec"]["podSelector"] == {"matchLabels": {"ray.io/cluster": "local"}}
     assert rules[0] == {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": "local"}}}]}
     assert [r["ports"][0]["port"] for r in rules[1:]] == [8000, 8080]
+
+
+def test_job_submit_keeps_each_argument_whole() -> None:
+    from raykube.cli import entrypoint_of
+
+    argv = ["--", "python", "-c", "import sys; print(sys.argv[1:])", "a b", "it's", "$HOME"]
+    line = entrypoint_of(argv)
+    done = subprocess.run(["bash", "-c", line.replace("python", "python3", 1)],
+                          capture_output=True, text=True)
+    assert done.stdout.strip() == "['a b', \"it's\", '$HOME']"
+    assert entrypoint_of(["--", "echo a && echo b"]) == "echo a && echo b"
+
+
+def test_env_exports_survive_eval_whatever_the_values() -> None:
+    from raykube.cli import exports
+
+    values = {"RAY_AUTH_TOKEN_PATH": "/home/a b/$(touch pwned)/'tok'", "X": "; rm -rf /"}
+    script = exports(values) + 'printf "%s\\n" "$RAY_AUTH_TOKEN_PATH" "$X"'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert done.stdout.splitlines() == list(values.values())
