@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import yaml
 
 from raykube.auth import TOKEN_PATH_ENV
-from raykube.backends.base import Capabilities, Endpoints
 from raykube.cluster import Cluster, get, list_clusters
 from raykube.errors import ClusterError, RaykubeError
 from raykube.specs.cluster import SPEC_ENV, ClusterSpec, parse_spec
@@ -55,11 +54,6 @@ class Target:
     address: str | None = None
     dashboard_url: str | None = None
     token_path: str | None = None
-
-    @property
-    def endpoints(self) -> Endpoints | None:
-        """Every address of a known cluster; None for a bare address."""
-        return self.cluster.endpoints if self.cluster else None
 
     @property
     def spec(self) -> ClusterSpec | None:
@@ -112,11 +106,6 @@ class Target:
             raise ClusterError(f"{what} needs a cluster raykube knows, not {self.reference}",
                                "pass the cluster's name (`raykube list` shows them)")
         return self.cluster
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """What the cluster's backend can do (a known cluster only; see :meth:`known`)."""
-        return self.known("this").capabilities
 
 
 ClusterRef = Cluster | Target | str | None
