@@ -292,10 +292,18 @@ def test_port_forward_reaches_the_head_pod_through_the_api_server(namespace: str
     try:
         assert endpoints.dashboard_url.startswith("http://127.0.0.1:")
 
+        assert endpoints.auth_token_path, "the cluster has token auth; the forward has its token"
+        token = Path(endpoints.auth_token_path).read_text().strip()
+
         def version(_: int) -> str:
-            with urllib.request.urlopen(endpoints.dashboard_url + "/api/version",
-                                        timeout=30) as answer:
+            request = urllib.request.Request(endpoints.dashboard_url + "/api/version",
+                                             headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
                 return str(json.loads(answer.read())["ray_version"])
+
+        with pytest.raises(urllib.error.HTTPError) as refused:  # no token, no answer
+            urllib.request.urlopen(endpoints.dashboard_url + "/api/version", timeout=30)
+        assert refused.value.code == 401
 
         with ThreadPoolExecutor(4) as pool:  # each connection gets its own stream
             assert list(pool.map(version, range(8))) == [ray.__version__] * 8
