@@ -36,7 +36,7 @@ from conftest import (
     registered_epoch,
     run_cli,
 )
-from raykube.specs.cluster import load_spec
+from raykube.specs.cluster import AuthMode, load_spec
 from raykube.waiting import wait_for
 
 pytestmark = pytest.mark.k8s_e2e
@@ -204,24 +204,45 @@ def test_mxnet_job_runs_with_its_own_python_in_the_pods(e2e: E2ECluster) -> None
     assert summary["framework"] == "mxnet" and summary["test_accuracy"] >= ACCURACY_BAR
     assert summary["replicas_identical"]
 
-def rayjob_spec(folder: Path, name: str, entrypoint: str, mode: str) -> Path:
+OPEN_CLUSTER = "rk-e2e-open"
+"""A small cluster without token auth, for RayJobs the KubeRay operator (v1.5.0) submits."""
+
+
+def rayjob_spec(folder: Path, name: str, entrypoint: str, mode: str,
+                cluster: str = OPEN_CLUSTER) -> Path:
     path = folder / f"{name}.rayjob.yaml"
     path.write_text(json.dumps({
         "kind": "RayJob", "name": name, "entrypoint": entrypoint, "submissionMode": mode,
-        "clusterSelector": {"ray.io/cluster": CLUSTER},
+        "clusterSelector": {"ray.io/cluster": cluster},
     }))
     return path
 
 
+@pytest.fixture()
+def open_cluster(e2e: E2ECluster) -> Iterator[raykube.Cluster]:
+    """A head and one GPU worker with authOptions.mode disabled, beside the module's cluster."""
+    spec = load_spec(SPECS / "kube-e2e.yaml")
+    spec.name, spec.namespace, spec.storage = OPEN_CLUSTER, e2e.namespace, None
+    spec.auth_options.mode = AuthMode.DISABLED
+    spec.worker_group_specs = [spec.worker_group("gpu")]
+    cluster = raykube.up(spec, backend="kuberay", timeout=300)
+    yield cluster
+    cluster.down()
+
+
 def test_rayjobs_in_k8s_job_mode_and_http_mode_and_a_failing_one(
-        e2e: E2ECluster, tmp_path: Path) -> None:
+        e2e: E2ECluster, open_cluster: raykube.Cluster, tmp_path: Path) -> None:
     count_gpus = "python -c \"import ray; ray.init(); print('gpus', ray.cluster_resources()['GPU'])\""
+    guarded = e2e.cli("job apply", str(rayjob_spec(tmp_path, "to-auth", count_gpus,
+                                                    "K8sJobMode", CLUSTER)))
+    assert guarded.returncode == 1 and "has Ray token auth" in guarded.stderr
+    assert "raykube job submit --kube" in guarded.stderr, "says what works instead"
     for name, mode in (("in-k8s-job", "K8sJobMode"), ("over-http", "HTTPMode")):
         done = e2e.cli("job apply", str(rayjob_spec(tmp_path, name, count_gpus, mode)),
                        "--timeout", "300")
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"RayJob {e2e.namespace}/{name}: SUCCEEDED" in done.stdout
-        assert f"on RayCluster {CLUSTER}" in done.stdout
+        assert f"on RayCluster {OPEN_CLUSTER}" in done.stdout
     submitter = pods_of(e2e.namespace, "job-name=in-k8s-job")
     assert submitter and submitter[0].status.phase == "Succeeded", "the runner ran the Job's pod"
 

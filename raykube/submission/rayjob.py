@@ -19,8 +19,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from raykube.backends.kuberay.backend import auth_secret
 from raykube.backends.kuberay.client import KubeClient
-from raykube.errors import JobFailed, RaykubeError
+from raykube.errors import JobError, JobFailed, RaykubeError
 from raykube.progress import Progress
 from raykube.render.rayjob import render_rayjob
 from raykube.specs.cluster import ClusterSpec
@@ -96,10 +97,33 @@ class RayJobs:
         Raises:
             BackendError/SpecError: the API refused it (exists: 409; invalid: 422; RBAC: 403).
         """
+        if job.cluster_selector is not None:
+            self.check_selected(job.cluster_selector)
         manifest = render_rayjob(job, cluster)
         manifest["metadata"]["namespace"] = self.namespace
         self.kube.create(manifest)
         return job.name
+
+    def check_selected(self, selector: dict[str, str]) -> None:
+        """Refuse a RayJob for an existing RayCluster with Ray token auth: the KubeRay operator
+        before v1.5.1 submits it and reads its status through the dashboard without a token,
+        so it would fail after its submitter ran.
+
+        Raises:
+            JobError: naming the cluster and what works instead.
+        """
+        labels = ",".join(f"{k}={v}" for k, v in selector.items())
+        for found in self.kube.list("RayCluster", self.namespace, labels=labels):
+            if auth_secret(found):
+                name = found["metadata"]["name"]
+                raise JobError(
+                    f"RayCluster {self.namespace}/{name} has Ray token auth, and the KubeRay "
+                    "operator (before v1.5.1) cannot send a token to submit a RayJob or to "
+                    "read its status",
+                    f"submit with `raykube job submit --kube --cluster {name} -- ...` "
+                    "(raykube brings the token), or select a cluster with authOptions.mode: "
+                    "disabled",
+                )
 
     def status(self, name: str) -> RayJobStatus:
         """KubeRay's view of RayJob ``name`` now."""

@@ -363,8 +363,12 @@ class KubeRayBackend:
             raise BackendError(f"Secret {namespace}/{ref[0]} holds no {ref[1]!r}: the cluster's "
                                "Ray token", f"put the token there under {ref[1]!r}")
         folder = make_private_dir(raykube_home() / "tokens")
+        for stale in folder.glob("*-*"):  # left by processes that did not exit cleanly
+            pid = stale.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                stale.unlink(missing_ok=True)
         digest = hashlib.sha256(f"{self.kube.host}|{namespace}|{name}".encode()).hexdigest()
-        path = folder / digest[:16]
+        path = folder / f"{digest[:16]}-{os.getpid()}"  # this process's: others remove theirs
         write_private(path, base64.b64decode(data).decode())
         _TOKEN_FILES.add(path)
         return str(path)
