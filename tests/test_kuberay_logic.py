@@ -129,3 +129,30 @@ def test_why_stuck_when_the_head_does_not_answer() -> None:
                               joined=None)
     assert backend._why_stuck("demo", "default") == (
         "pod demo-head (the head) runs, but the Ray dashboard on the head does not answer")
+
+
+def test_a_rayjob_for_a_cluster_with_token_auth_is_refused_before_it_is_made() -> None:
+    from raykube.errors import JobError
+    from raykube.specs.job import RayJobSpec
+    from raykube.submission.rayjob import RayJobs
+
+    guarded = raycluster("secure", {"cpu": (1, 1, 1)})
+    guarded["spec"]["headGroupSpec"] = {"template": {"spec": {"containers": [{"env": [
+        {"name": "RAY_AUTH_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": "secure-ray-token", "key": "auth_token"}}}]}]}}}
+    open_one = raycluster("open", {"cpu": (1, 1, 1)})
+    open_one["spec"]["headGroupSpec"] = {"template": {"spec": {"containers": [{"env": []}]}}}
+    kube = FakeKube()
+    kube.add(guarded)
+    kube.add(open_one)
+    jobs = RayJobs(kube)  # type: ignore[arg-type]
+
+    def job(cluster: str) -> RayJobSpec:
+        return RayJobSpec.model_validate({"name": f"to-{cluster}", "entrypoint": "true",
+                                          "clusterSelector": {"ray.io/cluster": cluster}})
+
+    with pytest.raises(JobError, match="token auth") as caught:
+        jobs.create(job("secure"), None)
+    assert "raykube job submit --kube --cluster secure" in caught.value.hint
+    assert ("RayJob", "default", "to-secure") not in kube.objects, "nothing was made"
+    assert jobs.create(job("open"), None) == "to-open"

@@ -220,8 +220,11 @@ class Router:
         except InvalidInput as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         version = self.pick_version()
+        # Taken now, with no await since the pick: a rollout's reconfigure may drop the
+        # version from the shares while this request is in flight.
+        handle = self.handles[version]
         try:
-            predictions = await asyncio.wait_for(self._predict(version, instances),
+            predictions = await asyncio.wait_for(self._predict(handle, instances),
                                                  REQUEST_TIMEOUT_S)
         except InvalidInput as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -233,13 +236,13 @@ class Router:
                                  "it is not retried again"}, status_code=502)
         return JSONResponse({"predictions": predictions, "version": version})
 
-    async def _predict(self, version: str, instances: list[Any]) -> list[Any]:
+    async def _predict(self, handle: Any, instances: list[Any]) -> list[Any]:
         """The version's answer, re-sent where a replica was unreachable (up to RETRIES) or
         died holding it (up to DIED_RETRIES)."""
         unreachable = died = 0
         while True:
             try:
-                return list(await self.handles[version].predict.remote(instances))
+                return list(await handle.predict.remote(instances))
             except REPLICA_UNREACHABLE:
                 unreachable += 1
                 if unreachable > RETRIES:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from raykube.backends.kuberay.backend import auth_secret
+from raykube.backends.kuberay.state import CLUSTER_LABEL
 from raykube.backends.kuberay.client import KubeClient
 from raykube.errors import JobError, JobFailed, RaykubeError
 from raykube.progress import Progress
@@ -112,8 +113,14 @@ class RayJobs:
         Raises:
             JobError: naming the cluster and what works instead.
         """
-        labels = ",".join(f"{k}={v}" for k, v in selector.items())
-        for found in self.kube.list("RayCluster", self.namespace, labels=labels):
+        if CLUSTER_LABEL in selector:  # KubeRay reads this key as the RayCluster's name
+            named = self.kube.get("RayCluster", selector[CLUSTER_LABEL], self.namespace,
+                                  missing_ok=True)
+            selected = [named] if named else []
+        else:
+            labels = ",".join(f"{k}={v}" for k, v in selector.items())
+            selected = self.kube.list("RayCluster", self.namespace, labels=labels)
+        for found in selected:
             if auth_secret(found):
                 name = found["metadata"]["name"]
                 raise JobError(

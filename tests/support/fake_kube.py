@@ -61,6 +61,9 @@ class FakeKube:
         self.applied.append(body)
         self.add(copy.deepcopy(body))
 
+    def create(self, body: dict[str, Any]) -> None:
+        self.add(copy.deepcopy(body))
+
     def delete(self, kind: str, name: str, namespace: str | None = None, **_: Any) -> None:
         self.objects.pop((kind, namespace or self.namespace, name), None)
 
