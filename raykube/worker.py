@@ -37,13 +37,18 @@ from raykube.frameworks.state import read_state, write_state
 
 _framework: str | None = None
 _run_dir: str | None = None
+_last_metrics: dict[str, Any] | None = None
+"""What this worker last passed to :func:`report` in this run (checkpoint or not)."""
+
+OUTCOME_KEY = "__raykube_outcome__"
+"""Marks what :func:`wrap`'s function returns: the loop's own value and its last metrics."""
 
 
 def _activate(framework: str, run_dir: str | None) -> None:
     """Called by raykube's wrapper before the user's loop runs on a worker: the framework's
     process and worker start hooks (MXNet's numpy alias, TensorFlow's strategy)."""
-    global _framework, _run_dir
-    _framework, _run_dir = framework, run_dir
+    global _framework, _run_dir, _last_metrics
+    _framework, _run_dir, _last_metrics = framework, run_dir, None
     chosen = frameworks.get(framework)
     chosen.on_process_start()
     chosen.on_worker_start()
@@ -155,6 +160,8 @@ def report(metrics: dict[str, Any], *, state: dict[str, Any] | None = None) -> N
     checkpoint, in a form that runs no code when read (:mod:`raykube.frameworks.state`); the
     chief also prints a progress line.
     """
+    global _last_metrics
+    _last_metrics = dict(metrics)
     ctx = context()
     if ctx.is_chief:
         shown = ", ".join(
@@ -223,11 +230,14 @@ def gather(value: Any, tag: str) -> list[Any]:
 def wrap(
     framework: str, train_fn: Callable[..., Any], run_dir: str | None = None
 ) -> Callable[[dict[str, Any]], Any]:
-    """The per-worker function Ray runs: it activates ``framework`` then calls ``train_fn``."""
+    """The per-worker function Ray runs: it activates ``framework``, calls ``train_fn``, and
+    returns its value with the metrics it last reported (Ray Train keeps only those reported
+    with a checkpoint; the driver reads rank 0's from here)."""
     takes_config = len(inspect.signature(train_fn).parameters) > 0
 
     def run(config: dict[str, Any]) -> Any:
         _activate(framework, run_dir)
-        return train_fn(config) if takes_config else train_fn()
+        value = train_fn(config) if takes_config else train_fn()
+        return {OUTCOME_KEY: True, "value": value, "metrics": _last_metrics}
 
     return run

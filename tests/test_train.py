@@ -292,3 +292,22 @@ def test_killed_worker_node_resumes_on_another(ray_driver: raykube.Cluster) -> N
 
     result, _ = train_and_kill(ray_driver, "killed-node", kill_node)
     assert killed[0] not in result.return_value["nodes"], "finished on other nodes"
+
+
+def metrics_only_loop() -> str:
+    """Reports metrics and never a checkpoint, as a notebook loop written from the README may."""
+    from raykube import worker
+
+    for epoch in range(2):
+        worker.report({"epoch": epoch, "accuracy": 0.5 + epoch / 4})
+    return "done"
+
+
+@pytest.mark.local
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_metrics_reported_without_a_checkpoint_are_the_result(
+        local_cluster: raykube.Cluster, framework: str) -> None:
+    result = raykube.train(metrics_only_loop, framework=framework, cluster=local_cluster,
+                           num_workers=1, name=f"metrics-only-{framework}")
+    assert result.metrics == {"epoch": 1, "accuracy": 0.75}
+    assert result.return_value == "done" and result.checkpoint is None

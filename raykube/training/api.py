@@ -131,7 +131,7 @@ class TrainResult:
     """What a finished run left behind.
 
     Attributes:
-        metrics: the last metrics reported with a checkpoint.
+        metrics: the last metrics rank 0 reported, with a checkpoint or without.
         checkpoint: folder of the latest checkpoint, or None when none was saved.
         best_checkpoint: folder of the best checkpoint by ``score``, else the latest.
         path: the run's folder on storage (pass the same name and storage to resume it).
@@ -325,11 +325,16 @@ def train(
         pick = max if score_mode == "max" else min
         best = pick(result.best_checkpoints, key=lambda pair: pair[1][score])[0]
     history = [m for _, m in (result.best_checkpoints or [])]
+    outcome = getattr(result, "return_value", None)
+    if isinstance(outcome, dict) and outcome.get(worker.OUTCOME_KEY):
+        value, last = outcome["value"], outcome["metrics"]
+    else:  # a run Ray Train ended without rank 0's function returning
+        value, last = outcome, None
     return TrainResult(
-        metrics=dict(result.metrics or {}),
+        metrics=dict(last if last is not None else (result.metrics or {})),
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         best_checkpoint=best.path if best else None,
         path=str(result.path),
-        return_value=getattr(result, "return_value", None),
+        return_value=value,
         history=history,
     )
