@@ -1,12 +1,15 @@
 """Wait on a condition with a deadline, never on a fixed sleep.
 
 Every wait in raykube goes through :func:`wait_for`: it polls a probe until it returns a value,
-fails fast when a ``fail_on`` check says the goal cannot be reached, and on timeout raises with
-the last thing it saw, so the user learns what was missing rather than only that time ran out.
+fails fast when a ``fail_on`` check says the goal cannot be reached, keeps polling through an
+error the probe raises that is marked retryable (a dropped connection, an API server
+restarting, a 409), with jittered backoff, and on timeout raises with the last thing it saw
+(that error included), so the user learns what was missing rather than only that time ran out.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,7 +32,8 @@ def wait_for(
     """Poll ``probe`` until it returns something other than None (or False).
 
     Args:
-        probe: returns the awaited value, or None/False while not there yet.
+        probe: returns the awaited value, or None/False while not there yet; a retryable
+            :class:`RaykubeError` it raises counts as "not yet" (any other error ends the wait).
         timeout: seconds before giving up.
         what: what is awaited, for the timeout message ("cluster 'demo' ready").
         interval: seconds between polls; it grows to at most 2 s for long waits.
@@ -45,8 +49,16 @@ def wait_for(
     """
     deadline = time.monotonic() + timeout
     delay = interval
+    transient: RaykubeError | None = None
     while True:
-        value = probe()
+        try:
+            value = probe()
+        except RaykubeError as error:
+            if not error.retryable:
+                raise
+            transient, value = error, None  # e.g. the API server restarting: try again
+        else:
+            transient = None
         if value is not None and value is not False:
             return value
         if fail_on is not None:
@@ -55,6 +67,10 @@ def wait_for(
                 raise error
         if time.monotonic() >= deadline:
             state = f": {describe()}" if describe else ""
-            raise ReadyTimeout(f"timed out after {timeout:.0f} s waiting for {what}{state}", hint)
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            if transient is not None:
+                state += f" (last error: {transient.message})"
+            raise ReadyTimeout(f"timed out after {timeout:.0f} s waiting for {what}{state}",
+                               hint) from transient
+        pause = delay * random.uniform(0.8, 1.2) if transient is not None else delay
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 2.0)
