@@ -73,6 +73,13 @@ def test_start_params_must_be_ray_flags_with_safe_typed_values(params: dict[str,
         parse_spec(cluster_with(rayStartParams=params))
 
 
+def test_the_heads_resources_param_is_rendered_as_one_word() -> None:
+    spec = parse_spec({"name": "demo", "headGroupSpec": {"rayStartParams": {
+        "num-cpus": "0", "resources": '{"head_only": 1, "b": 2.5}'}}})
+    rendered = render_raycluster(spec)["spec"]["headGroupSpec"]["rayStartParams"]["resources"]
+    assert rendered == '\'{"b":2.5,"head_only":1}\''
+
+
 def kuberay_start_line(params: dict[str, str]) -> str:
     """The start line as KubeRay builds it: every param pasted in as --KEY=VALUE, unquoted."""
     return "ray start --block " + " ".join(f"--{k}={v}" for k, v in params.items())

@@ -25,6 +25,7 @@ from raykube.specs.cluster import (
     HeadGroupSpec,
     WorkerGroupSpec,
 )
+from raykube.specs.start_params import parse_resources_param
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "raykube"}
 STORAGE_VOLUME = "raykube-storage"
@@ -132,6 +133,8 @@ def _pod(spec: ClusterSpec, container: dict[str, Any], *, api_token: bool) -> di
 
 def _head_group(spec: ClusterSpec, head: HeadGroupSpec) -> dict[str, Any]:
     params = {"dashboard-host": "0.0.0.0", **head.ray_start_params}
+    if "resources" in params:  # one shell word, as the workers' (see format_resources_param)
+        params["resources"] = format_resources_param(parse_resources_param(params["resources"]))
     pod = _pod(spec, {
         "name": "ray-head",
         "image": head.image or spec.resolved_image,
