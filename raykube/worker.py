@@ -237,7 +237,13 @@ def wrap(
 
     def run(config: dict[str, Any]) -> Any:
         _activate(framework, run_dir)
-        value = train_fn(config) if takes_config else train_fn()
-        return {OUTCOME_KEY: True, "value": value, "metrics": _last_metrics}
+        return _outcome(train_fn(config) if takes_config else train_fn())
 
     return run
+
+
+def _outcome(value: Any) -> dict[str, Any]:
+    """The loop's value and this worker's last metrics. A module function, not part of
+    ``run``: ``run`` travels by value (cloudpickle), with a frozen copy of the globals it names,
+    while this reads the worker module's own ``_last_metrics``."""
+    return {OUTCOME_KEY: True, "value": value, "metrics": _last_metrics}
