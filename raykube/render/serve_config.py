@@ -22,9 +22,10 @@ MODEL_IMPORT_PATH = "raykube.serving.app:model_app"
 ROUTER_DEPLOYMENT = "Router"
 MODEL_DEPLOYMENT = "Model"
 
-ROUTER_REPLICAS = 2
-"""Router replicas per service: one lost router (or one busy with a large request) does not
-stop the service; they take no CPU of their own."""
+ROUTER_REPLICAS = 1
+"""Router replicas per service. Two would let the service outlive a lost router, but with two
+the RayService rollout end-to-end test stalled every client for 30 s after the retire step in
+2 of 5 runs (not yet understood), so one, as before, until that is found."""
 
 REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
 """Environment every replica starts with, beside its framework's worker environment: one math
