@@ -84,8 +84,10 @@ def _close_forwards() -> None:
 
 def auth_secret(cluster: dict[str, Any]) -> tuple[str, str] | None:
     """``(Secret, key)`` holding a RayCluster's Ray token, read from its head container's
-    ``RAY_AUTH_TOKEN`` (any RayCluster with token auth in that form, raykube's or not)."""
-    containers = cluster["spec"]["headGroupSpec"]["template"]["spec"].get("containers") or [{}]
+    ``RAY_AUTH_TOKEN`` (any RayCluster with token auth in that form, raykube's or not); None
+    also for a RayCluster that is not there (``{}``)."""
+    head = ((cluster.get("spec") or {}).get("headGroupSpec") or {}).get("template") or {}
+    containers = (head.get("spec") or {}).get("containers") or [{}]
     for var in containers[0].get("env") or []:
         ref = (var.get("valueFrom") or {}).get("secretKeyRef")
         if var.get("name") == "RAY_AUTH_TOKEN" and ref:
@@ -289,8 +291,7 @@ class KubeRayBackend:
         """Delete the RayCluster and wait until it and its pods are gone (with foreground
         deletion the RayCluster goes last; the storage claim stays)."""
         namespace = self._ns()
-        secret = auth_secret(self.kube.get("RayCluster", name, namespace, missing_ok=True)
-                             or {"spec": {"headGroupSpec": {"template": {"spec": {}}}}})
+        secret = auth_secret(self.kube.get("RayCluster", name, namespace, missing_ok=True))
         self.kube.delete("RayCluster", name, namespace, propagation="Foreground")
         Progress().say(f"RayCluster {namespace}/{name}: deleting; waiting for its pods")
         wait_for(lambda: not self._pods(name, namespace) and not self.kube.get(
