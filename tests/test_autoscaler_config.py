@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def config(targets: dict[str, int | None]) -> dict:  # type: ignore[type-arg]
     spec = load_spec(ROOT / "clusters" / "gpu.yaml")
     return build_autoscaler_config(
-        spec, gcs_address="10.0.0.1:6379", head_resources={"CPU": 0}, targets=targets
+        spec, gcs_address="10.0.0.1:6379", head_resources={"CPU": 0}, targets=targets,
+        nodes_dir="/tmp/rk-x/nodes",
     )
 
 
@@ -41,7 +42,9 @@ def test_autoscaled_groups_get_their_spec_bounds() -> None:
             cfg["available_node_types"]["cpu"]["max_workers"]) == (1, 2)
     assert cfg["max_workers"] == 4
     assert cfg["idle_timeout_minutes"] == pytest.approx(0.5)
-    assert cfg["provider"]["type"] == "fake_multinode"
+    assert cfg["provider"]["type"] == "external"
+    assert cfg["provider"]["module"].endswith("node_provider.PodFolderNodeProvider")
+    assert cfg["provider"]["raykube_nodes_dir"] == "/tmp/rk-x/nodes"
     assert cfg["provider"]["gcs_address"] == "10.0.0.1:6379"
 
 

@@ -105,6 +105,42 @@ def test_ray_job_submit_trains_on_the_cluster(local_cluster: raykube.Cluster) ->
     assert failed.returncode != 0
 
 
+def test_ray_job_submit_driver_keeps_its_working_dir_while_worker_nodes_run_its_tasks(
+        local_cluster: raykube.Cluster, tmp_path: Path) -> None:
+    """Each local node has its own session folder, as each pod has: a worker node unpacking the
+    job's working_dir must not delete the folder the driver stands in (which made `import
+    torch` die with a oneMKL "Cannot load libtorch_cpu.so"), and each line a remote task prints
+    reaches the job's output once, not once per node."""
+    (tmp_path / "probe.py").write_text(
+        "import os, ray\n"
+        "ray.init()\n"
+        "@ray.remote(num_cpus=1)\n"
+        "def task(i):\n"
+        "    print(f'printed-by-task-{i}', flush=True)\n"
+        "    return ray.get_runtime_context().get_node_id()\n"
+        "nodes = ray.get([task.remote(i) for i in range(2)])\n"
+        "print('cwd-after-tasks', os.path.isdir(os.getcwd()), flush=True)\n"
+        "import torch\n"
+        "print('torch-imported', torch.tensor([2.0]).sum().item(), flush=True)\n"
+    )
+    (tmp_path / "unique.txt").write_text(os.urandom(8).hex())  # a package no node has yet
+    env = dict(os.environ)
+    for line in run_cli("env", "rk-session").stdout.splitlines():
+        key, value = line.removeprefix("export ").split("=", 1)
+        env[key] = value
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ray")), "job", "submit", "--working-dir",
+         str(tmp_path), "--", "python", "probe.py"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "cwd-after-tasks True" in output and "torch-imported 2.0" in output
+    for i in range(2):
+        printed = [line for line in output.splitlines() if line.endswith(f"printed-by-task-{i}")]
+        assert len(printed) == 1, printed
+
+
 def test_bad_working_dirs(local_cluster: raykube.Cluster, tmp_path: Path) -> None:
     with pytest.raises(JobError, match="does not exist"):
         submit(local_cluster, "true", working_dir=str(tmp_path / "missing"))

@@ -88,7 +88,8 @@ def test_a_cluster_spec_is_valid_and_renders_or_is_a_clear_spec_error(path: tupl
         return
     objects = render_all(spec, pod_monitor=True)
     build_autoscaler_config(spec, gcs_address="127.0.0.1:6379", head_resources={"CPU": 0},
-                            targets={g.group_name: None for g in spec.worker_group_specs})
+                            targets={g.group_name: None for g in spec.worker_group_specs},
+                            nodes_dir="/tmp/rk-x/nodes")
     assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec, "the spec survives its YAML"
     cluster = next(o for o in objects if o["kind"] == "RayCluster")["spec"]
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:

@@ -1,8 +1,9 @@
 """Cluster spec -> the config of Ray's autoscaler with its fake multi-node provider (pure).
 
-Locally, each worker replica is one raylet that Ray's own autoscaler starts through the
-``fake_multinode`` provider, one node type per worker group. Ray ships that provider but not
-the example config its ``AutoscalingCluster`` helper reads, so raykube writes the whole config.
+Locally, each worker replica is one raylet that Ray's own autoscaler starts through its
+``fake_multinode`` provider (as raykube's ``node_provider`` subclass, which gives each node a
+folder of its own), one node type per worker group. Ray ships that provider but not the example
+config its ``AutoscalingCluster`` helper reads, so raykube writes the whole config.
 
 The autoscaler re-reads this file on every update, which is how raykube scales: a group's
 ``min_workers``/``max_workers`` are its current target when autoscaling is off, and
@@ -14,6 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from raykube.specs.cluster import ClusterSpec, WorkerGroupSpec
+
+NODES_DIR_KEY = "raykube_nodes_dir"
+"""The provider-config key naming the folder of the nodes' own temp folders (read by
+:mod:`raykube.backends.local.node_provider`)."""
+
+PROVIDER_CLASS = "raykube.backends.local.node_provider.PodFolderNodeProvider"
+"""Ray's fake multi-node provider with a folder per node (imported by the autoscaler)."""
 
 HEAD_NODE_TYPE = "ray.head.default"
 """The fake provider's fixed name for the head's node type."""
@@ -56,6 +64,7 @@ def build_autoscaler_config(
     gcs_address: str,
     head_resources: dict[str, float],
     targets: dict[str, int | None],
+    nodes_dir: str,
 ) -> dict[str, Any]:
     """The full autoscaler config for ``spec``.
 
@@ -65,6 +74,7 @@ def build_autoscaler_config(
         head_resources: what the head advertises (the provider plans with it).
         targets: per group, a replica count to pin, or None to let the autoscaler choose
             between minReplicas and maxReplicas.
+        nodes_dir: the folder holding each worker node's own temp folder.
     """
     node_types: dict[str, Any] = {
         HEAD_NODE_TYPE: {"resources": head_resources, "node_config": {}, "max_workers": 0}
@@ -87,7 +97,9 @@ def build_autoscaler_config(
         "upscaling_speed": options.upscaling_mode.upscaling_speed,
         "idle_timeout_minutes": options.idle_timeout_seconds / 60.0,
         "provider": {
-            "type": "fake_multinode",
+            "type": "external",
+            "module": PROVIDER_CLASS,
+            NODES_DIR_KEY: nodes_dir,
             "use_node_id_as_ip": True,
             "disable_node_updaters": True,
             "disable_launch_config_check": True,

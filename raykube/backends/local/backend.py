@@ -157,6 +157,7 @@ class LocalBackend:
             gcs_address=f"{record.node_ip}:{record.ports.gcs}",
             head_resources=self._head_resources(spec),
             targets=record.targets,
+            nodes_dir=str(record.nodes_dir),
         )
         write_private(record.autoscaler_config_path, yaml.safe_dump(config, sort_keys=False))
 

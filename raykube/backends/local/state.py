@@ -97,6 +97,12 @@ class LocalRecord:
         return cluster_folder(self.name)
 
     @property
+    def nodes_dir(self) -> Path:
+        """Where each worker node keeps its own temp folder (sessions, logs, sockets), as each
+        pod has its own ``/tmp/ray``; the head's is :attr:`temp_dir` itself."""
+        return Path(self.temp_dir) / "nodes"
+
+    @property
     def autoscaler_config_path(self) -> Path:
         """The config Ray's autoscaler re-reads on every update."""
         return self.folder / "autoscaler.yaml"

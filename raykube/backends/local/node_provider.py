@@ -1,0 +1,73 @@
+"""Ray's fake multi-node provider, with each simulated pod in a folder of its own.
+
+Ray's ``fake_multinode`` provider starts every worker node in the head's temp folder, so all
+nodes share one session folder. On a real cluster each pod has its own, and Ray relies on it:
+
+- each node's runtime-env agent unpacks a job's ``working_dir`` into the session folder and,
+  not finding it in its own cache, deletes and unpacks it again: on a shared folder that
+  deletes the directory a running driver stands in (``ray job submit`` of a torch job then
+  dies in ``import torch`` with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so",
+  because oneMKL's loader calls ``getcwd``, which fails);
+- each node's log monitor forwards every worker log it finds in the session's log folder, so
+  on a shared folder a driver prints each line of a remote task once per node.
+
+This provider gives each node it starts its own temp folder (``<nodes_dir>/<node id>``), as a
+pod's own ``/tmp/ray`` is. The autoscaler loads it as an ``external`` provider; everything else
+is Ray's provider unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import ray._private.parameter as ray_parameter
+from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+
+from raykube.backends.local.autoscaler_config import NODES_DIR_KEY
+
+NODE_ID_VARIABLE = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
+"""Where Ray's fake provider puts the id of the node it is starting."""
+
+_STARTING = threading.Lock()
+"""Node launches run in threads; one at a time may swap the parameters class."""
+
+
+def node_folder(nodes_dir: str | Path, node_id: str) -> Path:
+    """The temp folder of the worker node ``node_id``: short, since Unix socket paths under
+    it must stay under 108 bytes."""
+    return Path(nodes_dir) / node_id.lstrip("f")
+
+
+def _params_in(nodes_dir: str) -> type[ray_parameter.RayParams]:
+    """Ray's node parameters, with ``temp_dir`` set to the starting node's own folder."""
+    base = ray_parameter.RayParams
+
+    class NodeParams(base):  # type: ignore[misc, valid-type]
+        def __init__(self, **kwargs: Any) -> None:
+            node_id = (kwargs.get("env_vars") or {})[NODE_ID_VARIABLE]
+            folder = node_folder(nodes_dir, node_id)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            kwargs.setdefault("temp_dir", str(folder))
+            super().__init__(**kwargs)
+
+    return NodeParams
+
+
+class PodFolderNodeProvider(FakeMultiNodeProvider):  # type: ignore[misc]
+    """``fake_multinode`` whose nodes each keep their own temp and session folder."""
+
+    def _create_node_with_resources_and_labels(
+        self, node_config: Any, tags: Any, count: int, resources: Any, labels: Any
+    ) -> None:
+        nodes_dir = self.provider_config[NODES_DIR_KEY]
+        with _STARTING:
+            original = ray_parameter.RayParams
+            ray_parameter.RayParams = _params_in(nodes_dir)
+            try:
+                super()._create_node_with_resources_and_labels(
+                    node_config, tags, count, resources, labels
+                )
+            finally:
+                ray_parameter.RayParams = original
