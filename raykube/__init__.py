@@ -4,7 +4,7 @@ serve and submit jobs on it.
 The public surface is what ``__all__`` names; everything else is internal.
 """
 
-from raykube.cluster import Cluster, get, list_clusters, up
+from raykube.cluster import Cluster, get, list_clusters, logs, up
 from raykube.errors import (
     BackendError,
     ClusterError,
@@ -61,6 +61,7 @@ __all__ = [
     "get",
     "get_service",
     "list_clusters",
+    "logs",
     "load_serve_spec",
     "load_spec",
     "resolve",

@@ -26,7 +26,7 @@ from raykube import cluster as clusters
 from raykube import frameworks
 from raykube.auth import client_env
 from raykube.backends import BACKENDS, get_backend
-from raykube.backends.base import ClusterStatus
+from raykube.backends.base import LOG_NODES, ClusterStatus
 from raykube.backends.kuberay.backend import KubeRayBackend
 from raykube.errors import RaykubeError, SpecError
 from raykube.render.cluster import TOKEN_KEY, render_all, to_yaml
@@ -126,8 +126,21 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    get_backend(args.backend, namespace=args.namespace).down(args.name, timeout=args.timeout)
+    get_backend(args.backend, namespace=args.namespace).down(
+        args.name, timeout=args.timeout, purge=args.purge)
     print(f"cluster {args.name} is down")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir or f"raykube-logs-{args.name}")
+    copied = clusters.logs(args.name, out_dir, node=args.node, backend=args.backend,
+                           namespace=args.namespace)
+    if not copied:
+        print(f"cluster {args.name}: no {args.node} logs", file=sys.stderr)
+        return 1
+    for node, where in copied.items():
+        print(f"{node}: {where}")
     return 0
 
 
@@ -198,9 +211,17 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(job.job_id)
         return 0
-    for chunk in job.stream_logs():
-        print(chunk, end="", flush=True)
-    info = job.wait(timeout=args.timeout)
+    try:
+        for chunk in job.stream_logs():
+            print(chunk, end="", flush=True)
+        info = job.wait(timeout=args.timeout)
+    except KeyboardInterrupt:
+        # Asked to run and wait, and stopped waiting: the job goes too, as a CI step's work
+        # should when the step is cancelled (--no-wait leaves jobs running).
+        print(f"stopping job {job.job_id}", file=sys.stderr, flush=True)
+        job.stop()
+        job.wait(timeout=60, check=False)
+        raise
     print(f"job {job.job_id} {info.state.value}", file=sys.stderr)
     return 0
 
@@ -507,9 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, required=True, help="number of workers")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
 
-    p = command("down", cmd_down, "stop a cluster and everything it started")
+    p = command("down", cmd_down, "stop a cluster and everything it started (its logs stay)")
     p.add_argument("name", help="cluster name")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    p.add_argument("--purge", action="store_true", help="also delete the logs it keeps")
+
+    p = command("logs", cmd_logs, "copy a cluster's logs (running, or kept by down) to a folder")
+    p.add_argument("name", help="cluster name")
+    p.add_argument("--node", choices=LOG_NODES, default="all", help="whose logs (default all)")
+    p.add_argument("--out-dir", default=None, help="where to (default ./raykube-logs-NAME)")
 
     command("list", cmd_list, "list the clusters raykube knows")
 
@@ -623,9 +650,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI runner cancelling a step, ``kill``), raised where the process is, as
+    Ctrl-C is, so every command's clean-up runs: an interrupted ``up`` stops what it started,
+    an interrupted ``job submit`` stops its job, an interrupted ``serve deploy`` puts back
+    what ran before."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+    """Run the CLI; returns the exit status (130 after Ctrl-C, 143 after SIGTERM)."""
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.handler(args))
     except RaykubeError as exc:
@@ -635,9 +675,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -16,7 +16,15 @@ from pathlib import Path
 from types import TracebackType
 
 from raykube.backends import get_backend
-from raykube.backends.base import Backend, Capabilities, ClusterStatus, ClusterSummary, Endpoints
+from raykube.backends.base import (
+    LOG_NODES,
+    Backend,
+    Capabilities,
+    ClusterStatus,
+    ClusterSummary,
+    Endpoints,
+)
+from raykube.errors import SpecError
 from raykube.specs.cluster import ClusterSpec, load_spec
 
 
@@ -76,9 +84,14 @@ class Cluster:
         """Wait until every group has the replicas asked of it."""
         return self.backend.wait(self.name, timeout=timeout)
 
-    def down(self, *, timeout: float = 60.0) -> None:
-        """Stop the cluster and everything it runs."""
-        self.backend.down(self.name, timeout=timeout)
+    def down(self, *, timeout: float = 60.0, purge: bool = False) -> None:
+        """Stop the cluster and everything it runs; its logs are kept (:func:`logs`) unless
+        ``purge``."""
+        self.backend.down(self.name, timeout=timeout, purge=purge)
+
+    def logs(self, out_dir: str | Path, *, node: str = "all") -> dict[str, Path]:
+        """Copy the cluster's logs into ``out_dir`` (see :func:`logs`)."""
+        return self.backend.logs(self.name, Path(out_dir), node=_log_node(node))
 
     def __enter__(self) -> Cluster:
         return self
@@ -144,3 +157,28 @@ def list_clusters(
 ) -> list[ClusterSummary]:
     """The clusters ``backend`` knows: running, or left dead by a crash."""
     return get_backend(backend, namespace=namespace).list()
+
+
+def logs(name: str, out_dir: str | Path, *, node: str = "all", backend: str = "local",
+         namespace: str | None = None) -> dict[str, Path]:
+    """Copy cluster ``name``'s logs into ``out_dir``, one entry per node (``head``,
+    ``worker-...``): a running cluster's, else those kept when it went down (``down`` keeps
+    them: locally each node's Ray log folder, on Kubernetes each pod's log).
+
+    Args:
+        node: ``head``, ``worker`` or ``all``.
+
+    Raises:
+        SpecError: ``node`` is not one of those.
+        ClusterNotFound: the cluster neither runs nor left logs.
+    """
+    return get_backend(backend, namespace=namespace).logs(name, Path(out_dir),
+                                                          node=_log_node(node))
+
+
+def _log_node(node: str) -> str:
+    """``node`` if it names whose logs to copy; else a SpecError naming the choices."""
+    if node not in LOG_NODES:
+        raise SpecError(f"node {node!r} is not one of {', '.join(LOG_NODES)}",
+                        "pass node='head', 'worker' or 'all'")
+    return node

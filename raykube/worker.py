@@ -33,7 +33,7 @@ from raykube import frameworks
 from raykube.frameworks import mxnet as _mxnet
 from raykube.frameworks import tensorflow as _tensorflow
 from raykube.frameworks import torch as _torch
-from raykube.frameworks.state import read_state, write_state
+from raykube.frameworks.state import StateError, read_state, write_state
 
 _framework: str | None = None
 _run_dir: str | None = None
@@ -195,17 +195,53 @@ def load_state(checkpoint_dir: str) -> dict[str, Any]:
 
 def restore() -> dict[str, Any] | None:
     """The state of the latest checkpoint of this run (after a failure, or when a run with the
-    same name and storage path is started again), or None on a fresh start."""
+    same name and storage path is started again), or None on a fresh start.
+
+    A latest checkpoint that cannot be read (its files cut short by a kill or a full disk, or
+    altered) is skipped for the one before it, and the chief says so: losing a few epochs beats
+    losing the run.
+
+    Raises:
+        StateError: none of the run's checkpoints can be read.
+    """
     try:
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
+        latest = ray.train.get_checkpoint()
     except (RuntimeError, ImportError):
         return None
-    if checkpoint is None:
+    if latest is None:
         return None
-    with checkpoint.as_directory() as folder:
-        return load_state(folder)
+    refused: list[str] = []
+    for checkpoint in _newest_first(latest):
+        try:
+            with checkpoint.as_directory() as folder:
+                state = load_state(folder)
+        except StateError as exc:
+            refused.append(f"{checkpoint.path}: {exc}")
+            continue
+        if refused and context().is_chief:
+            print(f"[raykube train] resuming from {checkpoint.path}: the newer checkpoint(s) "
+                  f"cannot be read ({'; '.join(refused)})", file=sys.stderr, flush=True)
+        return state
+    raise StateError("no checkpoint of this run can be read: " + "; ".join(refused))
+
+
+def _newest_first(latest: Any) -> list[Any]:
+    """``latest`` and the run's older checkpoints beside it, newest first. Ray Train names
+    each ``checkpoint_<timestamp>``, so names sort by age; a folder a kill left behind is among
+    them, and :func:`load_state` refuses it."""
+    import pyarrow.fs
+    from ray.train import Checkpoint
+
+    parent, _, name = latest.path.rstrip("/").rpartition("/")
+    entries = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    older = sorted(
+        (e.base_name for e in entries if e.type == pyarrow.fs.FileType.Directory
+         and e.base_name.startswith("checkpoint_") and e.base_name < name),
+        reverse=True,
+    )
+    return [latest, *(Checkpoint(f"{parent}/{n}", filesystem=latest.filesystem) for n in older)]
 
 
 def gather(value: Any, tag: str) -> list[Any]:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 import raykube
 from conftest import ROOT, run_cli
+from raykube.backends.local.processes import find_processes, is_alive
+from raykube.backends.local.state import LocalRecord
 from raykube.errors import BackendError, JobError, JobFailed
-from raykube.submission.jobs import JobState, get_job, list_jobs, submit
+from raykube.specs.cluster import parse_spec
+from raykube.submission.jobs import JobInfo, JobState, get_job, list_jobs, submit
 from raykube.waiting import wait_for
 
 pytestmark = pytest.mark.local
@@ -139,6 +144,66 @@ def test_ray_job_submit_driver_keeps_its_working_dir_while_worker_nodes_run_its_
     for i in range(2):
         printed = [line for line in output.splitlines() if line.endswith(f"printed-by-task-{i}")]
         assert len(printed) == 1, printed
+
+
+def _dashboard_of(record: LocalRecord) -> int:
+    """The PID of the cluster's dashboard process (the head's ``dashboard.py``)."""
+    found = [pid for pid in find_processes(record.marker)
+             if b"dashboard/dashboard.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_job_wait_and_its_log_stream_survive_a_dashboard_restart(tmp_path: Path) -> None:
+    """The dashboard killed while a job runs, then started again (as a head container's
+    restart would): `wait` and the log stream carry on, and no line is lost or repeated."""
+    go = tmp_path / "go"
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "slow.py").write_text(
+        "import pathlib, sys, time\n"
+        "print('before-the-restart', flush=True)\n"
+        "deadline = time.monotonic() + 300\n"
+        "while not pathlib.Path(sys.argv[1]).exists() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.2)\n"
+        "print('after-the-restart', flush=True)\n"
+    )
+    spec = parse_spec({"name": "rk-dash", "headGroupSpec": {"rayStartParams": {"num-cpus": "1"}},
+                       "workerGroupSpecs": []})
+    cluster = raykube.up(spec, timeout=120)
+    try:
+        record = LocalRecord.load("rk-dash")
+        assert record is not None
+        job = submit(cluster, f"python slow.py {go}", working_dir=str(tmp_path / "work"))
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.extend(job.stream_logs()), daemon=True)
+        reader.start()
+        wait_for(lambda: "before-the-restart" in "".join(chunks), timeout=120,
+                 what="the job's first line")
+        dashboard = _dashboard_of(record)
+        argv = Path(f"/proc/{dashboard}/cmdline").read_bytes().split(b"\0")[:-1]
+        environ = dict(entry.split(b"=", 1) for entry in
+                       Path(f"/proc/{dashboard}/environ").read_bytes().split(b"\0") if entry)
+        cwd = os.readlink(f"/proc/{dashboard}/cwd")
+        os.kill(dashboard, signal.SIGKILL)
+        wait_for(lambda: not is_alive(dashboard), timeout=30, what="the dashboard to die")
+        with pytest.raises(BackendError) as refused:
+            job.info()
+        assert refused.value.retryable
+        waited: list[JobInfo] = []
+        waiter = threading.Thread(target=lambda: waited.append(job.wait(timeout=240)),
+                                  daemon=True)
+        waiter.start()  # waits through the outage
+        subprocess.Popen(argv, env=environ, cwd=cwd, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        go.touch()
+        waiter.join(timeout=240)
+        reader.join(timeout=120)
+        assert waited and waited[0].state is JobState.SUCCEEDED
+        text = "".join(chunks)
+        assert text.count("before-the-restart") == 1 and text.count("after-the-restart") == 1
+    finally:
+        cluster.down()
 
 
 def test_bad_working_dirs(local_cluster: raykube.Cluster, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import raykube
 from conftest import SPECS, run_cli
-from raykube.backends.local.processes import find_processes
+from raykube.backends.local.processes import find_processes, is_alive
 from raykube.backends.local.processes import processes_mentioning as ray_processes_under
 from raykube.backends.local.state import LocalRecord
 from raykube.specs.cluster import GROUP_LABEL, load_spec, parse_spec
@@ -28,7 +28,8 @@ def test_session_cluster_nodes_carry_their_group(local_cluster: raykube.Cluster)
     assert local_cluster.dashboard_url.startswith("http://127.0.0.1:")
 
 
-def test_two_clusters_lifecycle_and_nothing_left(local_cluster: raykube.Cluster) -> None:
+def test_two_clusters_lifecycle_and_nothing_left(local_cluster: raykube.Cluster,
+                                                 tmp_path: Path) -> None:
     """up -> status -> scale -> down on a second cluster while the session cluster runs."""
     fixed = raykube.up(SPECS / "fixed.yaml", timeout=180)
     record = LocalRecord.load("rk-fixed")
@@ -55,6 +56,9 @@ def test_two_clusters_lifecycle_and_nothing_left(local_cluster: raykube.Cluster)
 
         listed = {s.name: s.state for s in raykube.list_clusters()}
         assert listed["rk-fixed"] == "running" and listed["rk-session"] == "running"
+        live = fixed.logs(tmp_path / "live", node="worker")
+        assert len(live) >= 2 and all(n.startswith("worker-") for n in live), live
+        assert all((d / "raylet.out").is_file() for d in live.values()), "each node's own logs"
     finally:
         fixed.down()
     assert find_processes(record.marker) == []
@@ -62,6 +66,15 @@ def test_two_clusters_lifecycle_and_nothing_left(local_cluster: raykube.Cluster)
     assert LocalRecord.load("rk-fixed") is None
     assert not Path(record.temp_dir).exists()
     assert local_cluster.status().head_ready, "the other cluster is untouched"
+    # The logs outlive the cluster: `raykube logs` reads them after `down`, `--purge` ends them.
+    kept = run_cli("logs", "rk-fixed", "--out-dir", str(tmp_path / "kept"))
+    assert kept.returncode == 0, kept.stderr
+    assert "head: " in kept.stdout and kept.stdout.count("worker-") >= 2
+    assert (tmp_path / "kept" / "head" / "gcs_server.out").is_file()
+    assert "rk-fixed" not in {s.name for s in raykube.list_clusters()}
+    assert run_cli("down", "rk-fixed", "--purge").returncode == 0
+    gone = run_cli("logs", "rk-fixed", "--out-dir", str(tmp_path / "gone"))
+    assert gone.returncode == 1 and "neither runs nor left logs" in gone.stderr
 
 
 def test_autoscaling_from_zero_to_n_and_back(ray_driver: raykube.Cluster) -> None:
@@ -114,7 +127,7 @@ def test_pinned_port_in_use_is_refused_before_start() -> None:
     assert LocalRecord.load("rk-fixed") is None
 
 
-def test_failed_up_stops_what_it_started() -> None:
+def test_failed_up_stops_what_it_started(tmp_path: Path) -> None:
     """A group whose nodes can never start: up times out and leaves nothing behind."""
     spec = parse_spec({
         "name": "rk-broken",
@@ -128,6 +141,8 @@ def test_failed_up_stops_what_it_started() -> None:
     from raykube.backends.local.state import ray_temp_dir
 
     assert ray_processes_under(str(ray_temp_dir("rk-broken"))) == []
+    kept = raykube.logs("rk-broken", tmp_path, node="head")
+    assert (kept["head"] / "monitor.log").is_file(), "the failed start's logs are kept"
 
 
 def test_head_started_again_when_its_raylet_misses_rays_wait(
@@ -156,13 +171,7 @@ def test_head_started_again_when_its_raylet_misses_rays_wait(
         assert flag.exists(), "the first raylet was never started through the wrapper"
         frozen = int(flag.read_text())
 
-        def frozen_raylet_gone() -> bool:
-            try:
-                return Path(f"/proc/{frozen}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-            except FileNotFoundError:
-                return True
-
-        wait_for(frozen_raylet_gone, timeout=30, what="the frozen raylet to be stopped")
+        wait_for(lambda: not is_alive(frozen), timeout=30, what="the frozen raylet to stop")
         assert cluster.status().head_ready
         assert "did not register within Ray's 30 s" in capfd.readouterr().err
     finally:

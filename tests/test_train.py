@@ -129,12 +129,25 @@ def test_killed_worker_resumes_from_latest_checkpoint(ray_driver: raykube.Cluste
 
 
 @pytest.mark.local
-def test_run_resumes_from_its_storage(local_cluster: raykube.Cluster) -> None:
+def test_run_resumes_from_its_storage(local_cluster: raykube.Cluster,
+                                      capfd: pytest.CaptureFixture[str]) -> None:
     first = run_torch(local_cluster, num_workers=2, name="resumable", config={"epochs": 3})
     assert first.return_value["started_at_epoch"] == 0
     again = run_torch(local_cluster, num_workers=2, name="resumable", config={"epochs": 5})
     assert again.return_value["started_at_epoch"] == 3
     assert again.metrics["epoch"] == 4
+    # The latest checkpoint cut short (a kill or a full disk mid-write): the next start goes
+    # back to the one before it, and says so, instead of failing or starting from nothing.
+    assert again.checkpoint is not None
+    arrays = Path(again.checkpoint) / "arrays.npz"
+    arrays.write_bytes(arrays.read_bytes()[:100])
+    capfd.readouterr()
+    third = run_torch(local_cluster, num_workers=2, name="resumable", config={"epochs": 6})
+    assert third.return_value["started_at_epoch"] == 4, "resumed from epoch 3's checkpoint"
+    said: list[str] = []
+    wait_for(lambda: said.append(capfd.readouterr().err) or "cannot be read" in "".join(said),
+             timeout=30, what="the message that the latest checkpoint was skipped")
+    assert again.checkpoint in "".join(said)
 
 
 @pytest.mark.local

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from raykube.specs.cluster import ClusterSpec
@@ -165,6 +166,16 @@ class ClusterSummary:
     dashboard_url: str | None
 
 
+LOG_NODES = ("all", "head", "worker")
+"""Which nodes' logs :meth:`Backend.logs` copies."""
+
+
+def node_matches(node_name: str, wanted: str) -> bool:
+    """Whether the logs of node ``node_name`` (``head``, or ``worker-<node or pod>``) are
+    among those ``wanted`` (one of :data:`LOG_NODES`)."""
+    return wanted == "all" or node_name.split("-", 1)[0] == wanted
+
+
 class Backend(Protocol):
     """What the local and the KubeRay backend both do."""
 
@@ -183,8 +194,18 @@ class Backend(Protocol):
     def wait(self, name: str, *, timeout: float) -> ClusterStatus:
         """Wait until every group has its replicas."""
 
-    def down(self, name: str, *, timeout: float) -> None:
-        """Stop everything the cluster runs; return when it is gone."""
+    def down(self, name: str, *, timeout: float, purge: bool = False) -> None:
+        """Stop everything the cluster runs; return when it is gone. Its logs are kept for
+        :meth:`logs` unless ``purge``."""
+
+    def logs(self, name: str, out_dir: Path, *, node: str = "all") -> dict[str, Path]:
+        """Copy the cluster's logs into ``out_dir``: a running cluster's, else those kept when
+        it went down. ``node``: ``head``, ``worker`` or ``all``. Returns where each node's
+        logs went, by node.
+
+        Raises:
+            ClusterNotFound: the cluster neither runs nor left logs.
+        """
 
     def endpoints(self, name: str) -> Endpoints:
         """How to reach a running cluster."""

@@ -320,7 +320,8 @@ def deploy(
 
     Raises:
         SpecError: invalid spec, missing code or checkpoint (nothing was deployed).
-        ServeError: a version failed to start (the previous state is put back).
+        ServeError: a version failed to start (the previous state is put back, as it is
+            when the deploy is interrupted).
 
     Example::
 
@@ -350,7 +351,7 @@ def deploy(
         for applications in rollout_steps(list(before.values()), new_apps, spec.name):
             api.put(applications)
             _wait_applied(api, spec, applications, progress, timeout)
-    except ServeError:
+    except (ServeError, KeyboardInterrupt):  # a failed or an interrupted rollout
         progress.say(f"service {spec.name}: putting back what ran before")
         api.put(others + list(mine_before.values()))
         wait_for(lambda: {n for n in api.app_names() if belongs_to(n, spec.name)}

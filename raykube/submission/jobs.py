@@ -20,6 +20,7 @@ import asyncio
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -117,9 +118,20 @@ class Job:
         return f"Job({self.job_id!r})"
 
     def info(self) -> JobInfo:
-        """The job's state, message and exit code now."""
+        """The job's state, message and exit code now.
+
+        Raises:
+            JobError: no such job.
+            BackendError: the dashboard cannot be reached now (retryable: it may be
+                restarting, or a port-forward reconnecting; the job runs on without it).
+        """
+        import requests
+
         try:
             details = self._client.get_job_info(self.job_id)
+        except requests.RequestException as exc:
+            raise BackendError(f"the dashboard did not answer about job {self.job_id}: "
+                               f"{type(exc).__name__}", retryable=True) from exc
         except RuntimeError as exc:
             raise JobError(f"no job {self.job_id!r} on this cluster: {exc}",
                            "`raykube job list` shows the jobs") from None
@@ -156,8 +168,46 @@ class Job:
         """Everything the job has printed so far."""
         return str(self._client.get_job_logs(self.job_id))
 
-    def stream_logs(self) -> Iterator[str]:
-        """Yield the job's output as it is printed, until the job ends."""
+    def stream_logs(self, *, reconnect_timeout: float = 120.0) -> Iterator[str]:
+        """Yield the job's output as it is printed, until the job ends.
+
+        When the stream drops while the job runs on (the dashboard restarted, a port-forward
+        reconnected), it is opened again, for up to ``reconnect_timeout`` s without an answer,
+        and resumes after the last character already yielded: Ray replays a job's log from its
+        start on every stream.
+
+        Raises:
+            ReadyTimeout: the dashboard did not answer again in time.
+        """
+        sent = 0
+        pause = 0.5
+        last_pass = False
+        while True:
+            received = 0
+            dropped = False
+            try:
+                for chunk in self._tail():
+                    fresh = chunk[max(0, sent - received):]
+                    received += len(chunk)
+                    if fresh:
+                        sent += len(fresh)
+                        yield fresh
+            except BackendError:
+                dropped = True
+            if not dropped and last_pass:
+                return
+            info = wait_for(self.info, timeout=reconnect_timeout,
+                            what=f"the dashboard to answer about job {self.job_id}", interval=1.0)
+            if info.state.is_terminal:
+                if not dropped:
+                    return  # the stream ended with the job: all of it was yielded
+                last_pass = True  # what it printed after the drop
+            if dropped:
+                time.sleep(pause)  # a backoff between attempts, not a wait for a condition
+                pause = min(pause * 2, 5.0)
+
+    def _tail(self) -> Iterator[str]:
+        """One pass of Ray's log stream of this job (from the start of its log)."""
         chunks: queue.Queue[str | BaseException | None] = queue.Queue()
 
         async def pump() -> None:

@@ -68,3 +68,18 @@ class Poison:
                 handle.write(f"{os.getpid()}\n")
             os._exit(1)
         return batch.sum(axis=1).tolist()
+
+
+class NeverReady:
+    """Never finishes starting (as a replica loading a huge model): a deploy of it stays
+    DEPLOYING until it is interrupted or times out."""
+
+    input_shape = (4,)
+
+    def __init__(self, checkpoint: str) -> None:
+        deadline = time.monotonic() + 600
+        while not os.path.exists(checkpoint + ".ready") and time.monotonic() < deadline:
+            time.sleep(0.5)  # stands for a model that loads for minutes
+
+    def predict(self, batch: np.ndarray) -> list[float]:
+        return batch.sum(axis=1).tolist()

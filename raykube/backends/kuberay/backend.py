@@ -19,6 +19,7 @@ import base64
 import hashlib
 import os
 import secrets
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,13 @@ from raykube.backends.base import (
     ClusterSummary,
     DriverKind,
     Endpoints,
+    node_matches,
 )
 from raykube.backends.kuberay import state
 from raykube.backends.kuberay.client import KubeClient
 from raykube.backends.kuberay.portforward import PortForward
 from raykube.dashboard import DashboardClient
-from raykube.errors import BackendError, RaykubeError, SpecError
+from raykube.errors import BackendError, ClusterNotFound, RaykubeError, SpecError
 from raykube.private import make_private_dir, raykube_home, write_private
 from raykube.progress import Progress
 from raykube.render.cluster import (
@@ -217,7 +219,7 @@ class KubeRayBackend:
                 policy = render_network_policy(spec)
                 policy["metadata"]["namespace"] = namespace
                 self.kube.apply(policy)
-        except RaykubeError:
+        except (RaykubeError, KeyboardInterrupt):
             for kind, name in reversed(created):  # leave nothing half-created
                 self.kube.delete(kind, name, namespace, missing_ok=True)
             raise
@@ -287,10 +289,16 @@ class KubeRayBackend:
             timeout=timeout, what=f"group {group!r} at {replicas} pods", interval=0.5,
             describe=lambda: self._why_stuck(name, namespace))
 
-    def down(self, name: str, *, timeout: float = 120.0) -> None:
+    def down(self, name: str, *, timeout: float = 120.0, purge: bool = False) -> None:
         """Delete the RayCluster and wait until it and its pods are gone (with foreground
-        deletion the RayCluster goes last; the storage claim stays)."""
+        deletion the RayCluster goes last; the storage claim stays). The pods' logs are kept
+        on this machine first (:meth:`logs` reads them after), unless ``purge``."""
         namespace = self._ns()
+        kept = self._kept_logs(name, namespace)
+        if purge:
+            shutil.rmtree(kept, ignore_errors=True)
+        else:
+            self._write_pod_logs(name, namespace, make_private_dir(kept))
         secret = auth_secret(self.kube.get("RayCluster", name, namespace, missing_ok=True))
         self.kube.delete("RayCluster", name, namespace, propagation="Foreground")
         Progress().say(f"RayCluster {namespace}/{name}: deleting; waiting for its pods")
@@ -305,6 +313,52 @@ class KubeRayBackend:
             labels = (found.get("metadata") or {}).get("labels") or {}
             if other and all(labels.get(k) == v for k, v in MANAGED_BY.items()):
                 self.kube.delete(kind, other, namespace, missing_ok=True)
+
+    @staticmethod
+    def _kept_logs(name: str, namespace: str) -> Path:
+        """Where ``down`` keeps a RayCluster's pod logs: ``$RAYKUBE_HOME/kube-logs/NS/NAME``."""
+        root = make_private_dir(make_private_dir(raykube_home() / "kube-logs") / namespace)
+        return root / name
+
+    def _write_pod_logs(self, name: str, namespace: str, out_dir: Path,
+                        node: str = "all") -> dict[str, Path]:
+        """Each pod's Ray container log into ``out_dir/<head|worker-POD>.log``."""
+        written = {}
+        for pod in self._pods(name, namespace):
+            pod_name = pod["metadata"]["name"]
+            node_name = "head" if state.is_head(pod) else f"worker-{pod_name}"
+            if not node_matches(node_name, node):
+                continue
+            containers = [c["name"] for c in pod["spec"]["containers"]]
+            try:
+                text = self.kube.log(pod_name, namespace, container=containers[0])
+            except BackendError as exc:
+                text = f"(no log: {exc.message})\n"
+            target = out_dir / f"{node_name}.log"
+            write_private(target, text)
+            written[node_name] = target
+        return written
+
+    def logs(self, name: str, out_dir: Path, *, node: str = "all") -> dict[str, Path]:
+        """The pods' logs of running RayCluster ``name``, else those ``down`` kept (see
+        :meth:`Backend.logs`)."""
+        namespace = self._ns()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.kube.get("RayCluster", name, namespace, missing_ok=True):
+            return self._write_pod_logs(name, namespace, out, node)
+        kept = self._kept_logs(name, namespace)
+        found = sorted(kept.glob("*.log")) if kept.is_dir() else []
+        if not found:
+            raise ClusterNotFound(
+                f"RayCluster {namespace}/{name} neither exists nor left logs here",
+                "`raykube list --kube` shows the RayClusters of the namespace",
+            )
+        copied = {}
+        for source in found:
+            if node_matches(source.stem, node):
+                copied[source.stem] = Path(shutil.copy2(source, out / source.name))
+        return copied
 
     def endpoints(self, name: str) -> Endpoints:
         """How this process reaches the cluster: the head service's DNS names from inside the

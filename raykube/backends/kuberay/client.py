@@ -13,12 +13,17 @@ Error mapping (the original ``ApiException`` stays as ``__cause__``):
 - 409 -> BackendError (retryable): conflict, the object changed or exists;
 - 422 -> SpecError: the API server's validation causes, field by field;
 - connection refused / timeout -> BackendError (retryable): the API server is unreachable.
+
+Transient failures (unreachable, 429, 5xx) are retried here, with jittered backoff for up to
+30 s, before they become errors; creates and JSON patches are not (see ``_call``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from typing import Any
 
 from raykube.errors import BackendError, ClusterNotFound, RaykubeError, SpecError
@@ -56,11 +61,16 @@ def condition_true(obj: dict[str, Any], kind: str) -> bool:
 class KubeClient:
     """A namespace-defaulted client for the kinds raykube uses (see the module docstring)."""
 
+    retry_seconds = 30.0
+    """How long a call goes on retrying a transient failure (an API server restart takes a
+    few seconds; a control plane's rolling upgrade, some more)."""
+
     def __init__(self, api: Any, namespace: str) -> None:
         from kubernetes import client
 
         self.api = api
         self.namespace = namespace
+        self._reached = False
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._apis = {"core": self._core, "policy": client.PolicyV1Api(api),
@@ -106,11 +116,33 @@ class KubeClient:
         api, name = _TYPED[kind]
         return getattr(self._apis[api], f"{verb}_namespaced_{name}")
 
-    def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return call(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - translated
-            raise translate(exc, what) from exc
+    def _call(self, what: str, call: Any, *args: Any, missing_ok: bool = False,
+              retry: bool = True, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, its errors translated (:func:`translate`).
+
+        A transient failure (the API server unreachable or restarting, 429, 5xx) of a client
+        that has reached the server before is tried again with jittered exponential backoff
+        for up to :attr:`retry_seconds`, unless ``retry`` is False (a create, which a lost
+        answer could make twice). A client that never reached it fails at once: a wrong
+        kubeconfig is said now, not in half a minute. With ``missing_ok`` a 404 returns None.
+        """
+        deadline = time.monotonic() + self.retry_seconds
+        pause = 0.25
+        while True:
+            try:
+                answer = call(*args, **kwargs)
+                self._reached = True
+                return answer
+            except Exception as exc:  # noqa: BLE001 - translated
+                if missing_ok and getattr(exc, "status", None) == 404:
+                    self._reached = True
+                    return None
+                wait = pause * (1 + random.random())
+                if (not (retry and self._reached and is_transient(exc))
+                        or time.monotonic() + wait > deadline):
+                    raise translate(exc, what) from exc
+            time.sleep(wait)  # backoff before the next attempt, not a wait for a condition
+            pause = min(pause * 2, 4.0)
 
     @staticmethod
     def _what(kind: str, namespace: str, name: str | None = None) -> str:
@@ -135,21 +167,21 @@ class KubeClient:
         kind, name = body["kind"], body["metadata"]["name"]
         namespace = body["metadata"].setdefault("namespace", self.namespace)
         self._call(self._what(kind, namespace, name), self._custom.create_namespaced_custom_object,
-                   RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], body)
+                   RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], body, retry=False)
 
     def get(self, kind: str, name: str, namespace: str | None = None, *,
             missing_ok: bool = False) -> dict[str, Any]:
         """The object as a dict; with ``missing_ok`` one that does not exist reads as ``{}``."""
         namespace = namespace or self.namespace
-        try:
-            if kind in RAY_PLURALS:
-                return dict(self._custom.get_namespaced_custom_object(
-                    RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name))
-            return self._plain(self._method("read", kind)(name, namespace))
-        except Exception as exc:  # noqa: BLE001 - translated
-            if missing_ok and getattr(exc, "status", None) == 404:
-                return {}
-            raise translate(exc, self._what(kind, namespace, name)) from exc
+        what = self._what(kind, namespace, name)
+        if kind in RAY_PLURALS:
+            found = self._call(what, self._custom.get_namespaced_custom_object, RAY_GROUP,
+                               RAY_VERSION, namespace, RAY_PLURALS[kind], name,
+                               missing_ok=missing_ok)
+            return dict(found or {})
+        found = self._call(what, self._method("read", kind), name, namespace,
+                           missing_ok=missing_ok)
+        return self._plain(found) if found is not None else {}
 
     def list(self, kind: str, namespace: str | None = None, *, labels: str | None = None,
              fields: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -183,7 +215,7 @@ class KubeClient:
         namespace = namespace or self.namespace
         self._call(self._what(kind, namespace, name), self._custom.patch_namespaced_custom_object,
                    RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name, patch,
-                   _content_type="application/json-patch+json")
+                   _content_type="application/json-patch+json", retry=False)
 
     def delete(self, kind: str, name: str, namespace: str | None = None, *,
                propagation: str | None = None, missing_ok: bool = False) -> None:
@@ -191,16 +223,14 @@ class KubeClient:
         ``missing_ok`` one that does not exist is no error."""
         namespace = namespace or self.namespace
         options = {"propagation_policy": propagation} if propagation else {}
-        try:
-            if kind in RAY_PLURALS:
-                self._custom.delete_namespaced_custom_object(
-                    RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name, **options)
-                return
-            self._method("delete", kind)(name, namespace, **options)
-        except Exception as exc:  # noqa: BLE001 - translated
-            if missing_ok and getattr(exc, "status", None) == 404:
-                return
-            raise translate(exc, self._what(kind, namespace, name)) from exc
+        what = self._what(kind, namespace, name)
+        if kind in RAY_PLURALS:
+            self._call(what, self._custom.delete_namespaced_custom_object, RAY_GROUP,
+                       RAY_VERSION, namespace, RAY_PLURALS[kind], name, missing_ok=missing_ok,
+                       **options)
+            return
+        self._call(what, self._method("delete", kind), name, namespace, missing_ok=missing_ok,
+                   **options)
 
     def log(self, pod: str, namespace: str | None = None, *, container: str | None = None,
             tail_lines: int | None = None) -> str:
@@ -232,6 +262,18 @@ def _causes(body: str) -> list[tuple[str, str]]:
     except (ValueError, AttributeError):
         return []
     return [(c.get("field", "?"), c.get("message", "")) for c in details.get("causes", [])]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call may succeed as it is a moment later: the API server unreachable
+    (restarting, a dropped connection), throttling (429) or a server error (5xx). A 409 is not:
+    the caller must read the object again first."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        return exc.status in (429, 500, 502, 503, 504) or not exc.status
+    return isinstance(exc, (HTTPError, OSError))
 
 
 def translate(exc: BaseException, what: str) -> RaykubeError:

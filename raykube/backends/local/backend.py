@@ -9,6 +9,7 @@ is therefore Ray's real autoscaler reacting to real demand; only the "machines" 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from raykube.backends.base import (
     Endpoints,
     GroupStatus,
     NodeStatus,
+    node_matches,
 )
 from raykube.backends.local.autoscaler_config import (
     DEFAULT_OBJECT_STORE_BYTES,
@@ -41,6 +43,8 @@ from raykube.backends.local.state import (
     Ports,
     known_names,
     ray_temp_dir,
+    kept_logs_dir,
+    live_log_dirs,
     remove_state,
     storage_dir,
 )
@@ -325,7 +329,8 @@ class LocalBackend:
             if not find_processes(record.marker):
                 return BackendError(
                     f"cluster {record.name!r}: the head's processes exited",
-                    f"see the logs in {record.temp_dir}/session_latest/logs",
+                    f"see its logs: raykube logs {record.name} (kept in "
+                    f"{kept_logs_dir(record.name)})",
                 )
             return None
 
@@ -485,25 +490,55 @@ class LocalBackend:
             self._write_autoscaler_config(record, spec)
         return status
 
-    def down(self, name: str, *, timeout: float = 60.0) -> None:
-        """Stop every process of ``name`` and remove its state. Also cleans a crashed one, and
-        the state of an unreadable record (whose marker cannot be trusted to find processes)."""
+    def down(self, name: str, *, timeout: float = 60.0, purge: bool = False) -> None:
+        """Stop every process of ``name`` and remove its state, keeping its logs unless
+        ``purge``. Also cleans a crashed one, and the state of an unreadable record (whose
+        marker cannot be trusted to find processes); ``purge`` of a cluster that is already
+        down removes the logs it left."""
         try:
             record = LocalRecord.load(name)
         except BackendError:
-            remove_state(name)
+            remove_state(name, purge=purge)
             Progress().say(f"cluster {name!r}: its unreadable state was removed; no process was "
                            "stopped (its record could not say which)")
             return
         if record is None:
+            if purge and kept_logs_dir(name).is_dir():
+                remove_state(name, purge=True)
+                Progress().say(f"cluster {name!r}: its kept logs were removed")
+                return
             raise ClusterNotFound(
                 f"no local cluster named {name!r}",
                 "`raykube list` shows the clusters raykube knows",
             )
         progress = Progress()
         count = stop_processes(record.marker, timeout=timeout)
-        record.remove()
-        progress.say(f"cluster {name!r} is down ({count} processes stopped)")
+        remove_state(name, purge=purge)
+        kept = "" if purge else f"; logs kept in {kept_logs_dir(name)}"
+        progress.say(f"cluster {name!r} is down ({count} processes stopped){kept}")
+
+    def logs(self, name: str, out_dir: Path, *, node: str = "all") -> dict[str, Path]:
+        """Copy ``name``'s logs into ``out_dir/<node>``: the running session's, else the last
+        session's kept by ``down`` (see :meth:`Backend.logs`)."""
+        record = LocalRecord.load(name)
+        if record is not None and find_processes(record.marker):
+            sources = live_log_dirs(name)
+        else:
+            sessions = sorted(kept_logs_dir(name).glob("session_*"))
+            if not sessions:
+                raise ClusterNotFound(
+                    f"local cluster {name!r} neither runs nor left logs",
+                    "`raykube list` shows the clusters raykube knows",
+                )
+            sources = {d.name: d for d in sorted(sessions[-1].iterdir()) if d.is_dir()}
+        chosen = {n: d for n, d in sources.items() if node_matches(n, node)}
+        copied = {}
+        for node_name, source in chosen.items():
+            target = Path(out_dir) / node_name
+            shutil.copytree(source, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.sock"))
+            copied[node_name] = target
+        return copied
 
     def endpoints(self, name: str) -> Endpoints:
         """How to reach running cluster ``name``."""

@@ -48,7 +48,7 @@ def processes_mentioning(text: str) -> list[int]:
     return _live_processes_with("cmdline", lambda cmdline: text.encode() in cmdline)
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie (a zombie has exited already)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -87,16 +87,16 @@ def stop_processes(marker: str, *, grace: float = 2.0, timeout: float = 17.0) ->
         if late:
             stopped.update(late)
             _signal_all(late, signal.SIGTERM)
-        return not any(_alive(pid) for pid in stopped)
+        return not any(is_alive(pid) for pid in stopped)
 
     try:
         wait_for(all_gone, timeout=grace, what="Ray processes to exit", interval=0.1)
     except ReadyTimeout:
         # SIGTERM can hang a raylet mid-shutdown; the cluster is being removed anyway.
-        _signal_all({pid for pid in stopped if _alive(pid)}, signal.SIGKILL)
+        _signal_all({pid for pid in stopped if is_alive(pid)}, signal.SIGKILL)
         wait_for(
             lambda: all_gone() or _signal_all(
-                {pid for pid in stopped if _alive(pid)}, signal.SIGKILL
+                {pid for pid in stopped if is_alive(pid)}, signal.SIGKILL
             ),
             timeout=max(1.0, timeout - grace), what="Ray processes to die", interval=0.1,
         )

@@ -153,13 +153,58 @@ class LocalRecord:
         return record
 
     def remove(self) -> None:
-        """Delete the state folder and the Ray temp dir."""
+        """Delete the record and the Ray temp dir, keeping the cluster's logs
+        (:func:`kept_logs_dir`)."""
         remove_state(self.name)
 
 
-def remove_state(name: str) -> None:
-    """Delete cluster ``name``'s state folder and Ray temp dir (paths derived from the name)."""
-    shutil.rmtree(cluster_folder(name), ignore_errors=True)
+def kept_logs_dir(name: str) -> Path:
+    """Where the logs of cluster ``name``'s past sessions are kept after ``down`` (and after a
+    failed ``up``): ``<state folder>/logs/<session>/<node>``, until ``down --purge``."""
+    return cluster_folder(name) / "logs"
+
+
+def live_log_dirs(name: str) -> dict[str, Path]:
+    """Each node's log folder of cluster ``name``'s current session, by node: ``head``, and
+    ``worker-<n>`` for each worker node (each has a temp folder of its own)."""
+    temp = ray_temp_dir(name)
+    found = {"head": temp / "session_latest" / "logs"}
+    nodes = temp / "nodes"
+    if nodes.is_dir():
+        for node in sorted(nodes.iterdir()):
+            found[f"worker-{node.name}"] = node / "session_latest" / "logs"
+    return {node: folder for node, folder in found.items() if folder.is_dir()}
+
+
+def _keep_logs(name: str) -> None:
+    """Move the current session's logs out of the Ray temp dir, which ``down`` deletes."""
+    live = live_log_dirs(name)
+    if not live:
+        return
+    session = live["head"].resolve().parent.name if "head" in live else "session"
+    target = make_private_dir(make_private_dir(kept_logs_dir(name)) / session)
+    for node, folder in live.items():
+        shutil.move(str(folder.resolve()), str(target / node))
+
+
+def remove_state(name: str, *, purge: bool = False) -> None:
+    """Delete cluster ``name``'s record and Ray temp dir (paths derived from the name); its
+    logs are kept unless ``purge``."""
+    folder = cluster_folder(name)
+    if purge:
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        try:
+            _keep_logs(name)
+        except OSError:
+            pass  # logs are kept where possible; the cluster still goes
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name != "logs":
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
     shutil.rmtree(ray_temp_dir(name), ignore_errors=True)
 
 
