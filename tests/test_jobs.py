@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,7 +13,8 @@ import pytest
 
 import raykube
 from conftest import ROOT, run_cli
-from raykube.backends.local.processes import find_processes, is_alive
+from support.restart import ProcessImage
+from raykube.backends.local.processes import find_processes
 from raykube.backends.local.state import LocalRecord
 from raykube.errors import BackendError, JobError, JobFailed
 from raykube.specs.cluster import parse_spec
@@ -179,13 +179,8 @@ def test_job_wait_and_its_log_stream_survive_a_dashboard_restart(tmp_path: Path)
         reader.start()
         wait_for(lambda: "before-the-restart" in "".join(chunks), timeout=120,
                  what="the job's first line")
-        dashboard = _dashboard_of(record)
-        argv = Path(f"/proc/{dashboard}/cmdline").read_bytes().split(b"\0")[:-1]
-        environ = dict(entry.split(b"=", 1) for entry in
-                       Path(f"/proc/{dashboard}/environ").read_bytes().split(b"\0") if entry)
-        cwd = os.readlink(f"/proc/{dashboard}/cwd")
-        os.kill(dashboard, signal.SIGKILL)
-        wait_for(lambda: not is_alive(dashboard), timeout=30, what="the dashboard to die")
+        dashboard = ProcessImage.of(_dashboard_of(record))
+        dashboard.kill()
         with pytest.raises(BackendError) as refused:
             job.info()
         assert refused.value.retryable
@@ -193,9 +188,7 @@ def test_job_wait_and_its_log_stream_survive_a_dashboard_restart(tmp_path: Path)
         waiter = threading.Thread(target=lambda: waited.append(job.wait(timeout=240)),
                                   daemon=True)
         waiter.start()  # waits through the outage
-        subprocess.Popen(argv, env=environ, cwd=cwd, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        dashboard.start_again()
         go.touch()
         waiter.join(timeout=240)
         reader.join(timeout=120)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -322,27 +321,22 @@ def test_calls_ride_out_an_api_server_restart(kube: dict[str, str], namespace: s
     plane upgrade): the call gets its answer instead of an error. Last in this file: the
     restarted server serves the tests after it."""
     from raykube.backends.kuberay.client import KubeClient
-    from raykube.backends.local.processes import is_alive
+    from support.restart import ProcessImage
 
     client = KubeClient.load(namespace=namespace)
     assert client.list("Pod") == []  # this client has reached the server
     pid_file = Path(kube["RAYKUBE_K8S_STATE"]) / "pids"
     lines = pid_file.read_text().splitlines()
     pid = next(int(line.split()[0]) for line in lines if line.split()[1] == "kube-apiserver")
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
-    environ = dict(entry.split(b"=", 1) for entry in
-                   Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if entry)
-    cwd = os.readlink(f"/proc/{pid}/cwd")
-    os.killpg(pid, signal.SIGKILL)
-    wait_for(lambda: not is_alive(pid), timeout=30, what="the API server to die")
+    server = ProcessImage.of(pid)
+    server.kill(group=True)
     answers: list[Any] = []
     caller = threading.Thread(target=lambda: answers.append(client.list("Pod")), daemon=True)
     caller.start()  # refused now: retried
     with open(Path(kube["RAYKUBE_K8S_STATE"]) / "kube-apiserver.log", "ab") as log:
-        server = subprocess.Popen(argv, env=environ, cwd=cwd, stdin=subprocess.DEVNULL,
-                                  stdout=log, stderr=log, start_new_session=True)
+        restarted = server.start_again(log)
     # kube-down stops what the pids file names: the new server, not the dead one.
-    pid_file.write_text("\n".join(f"{server.pid} kube-apiserver" if line.split()[1] ==
+    pid_file.write_text("\n".join(f"{restarted.pid} kube-apiserver" if line.split()[1] ==
                                    "kube-apiserver" else line for line in lines) + "\n")
     caller.join(timeout=60)
     assert answers == [[]], "the call waited out the restart and got its answer"

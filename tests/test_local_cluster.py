@@ -74,7 +74,7 @@ def test_two_clusters_lifecycle_and_nothing_left(local_cluster: raykube.Cluster,
     assert "rk-fixed" not in {s.name for s in raykube.list_clusters()}
     assert run_cli("down", "rk-fixed", "--purge").returncode == 0
     gone = run_cli("logs", "rk-fixed", "--out-dir", str(tmp_path / "gone"))
-    assert gone.returncode == 1 and "neither runs nor left logs" in gone.stderr
+    assert gone.returncode == 3 and "neither runs nor left logs" in gone.stderr
 
 
 def test_autoscaling_from_zero_to_n_and_back(ray_driver: raykube.Cluster) -> None:
