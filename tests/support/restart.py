@@ -38,7 +38,17 @@ class ProcessImage:
             os.killpg(self.pid, signal.SIGKILL)
         else:
             os.kill(self.pid, signal.SIGKILL)
-        wait_for(lambda: not is_alive(self.pid), timeout=30, what=f"process {self.pid} to die")
+        wait_for(self._gone, timeout=30, what=f"process {self.pid} to die")
+
+    def _gone(self) -> bool:
+        """Whether every thread of it has exited (so its sockets are closed): a zombie leader
+        alone is gone; a leader that is a zombie while other threads still exit is not."""
+        if is_alive(self.pid):
+            return False
+        try:
+            return len(list(Path(f"/proc/{self.pid}/task").iterdir())) <= 1
+        except FileNotFoundError:
+            return True
 
     def start_again(self, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
         """Start it as it was, in a session of its own, its output to ``log`` (or nowhere)."""
