@@ -27,6 +27,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from raykube.dashboard import jobs_client
 from raykube.errors import BackendError, JobError, JobFailed
 from raykube.target import ClusterRef, resolve
@@ -125,8 +127,6 @@ class Job:
             BackendError: the dashboard cannot be reached now (retryable: it may be
                 restarting, or a port-forward reconnecting; the job runs on without it).
         """
-        import requests
-
         try:
             details = self._client.get_job_info(self.job_id)
         except requests.RequestException as exc:

@@ -98,9 +98,8 @@ class LocalRecord:
 
     @property
     def nodes_dir(self) -> Path:
-        """Where each worker node keeps its own temp folder (sessions, logs, sockets), as each
-        pod has its own ``/tmp/ray``; the head's is :attr:`temp_dir` itself."""
-        return Path(self.temp_dir) / "nodes"
+        """Where each worker node keeps its own temp folder (see :func:`nodes_dir`)."""
+        return nodes_dir(self.name)
 
     @property
     def autoscaler_config_path(self) -> Path:
@@ -158,6 +157,12 @@ class LocalRecord:
         remove_state(self.name)
 
 
+def nodes_dir(name: str) -> Path:
+    """Where each worker node of cluster ``name`` keeps its own temp folder (sessions, logs,
+    sockets), as each pod has its own ``/tmp/ray``; the head's is the Ray temp dir itself."""
+    return ray_temp_dir(name) / "nodes"
+
+
 def kept_logs_dir(name: str) -> Path:
     """Where the logs of cluster ``name``'s past sessions are kept after ``down`` (and after a
     failed ``up``): ``<state folder>/logs/<session>/<node>``, until ``down --purge``."""
@@ -167,9 +172,8 @@ def kept_logs_dir(name: str) -> Path:
 def live_log_dirs(name: str) -> dict[str, Path]:
     """Each node's log folder of cluster ``name``'s current session, by node: ``head``, and
     ``worker-<n>`` for each worker node (each has a temp folder of its own)."""
-    temp = ray_temp_dir(name)
-    found = {"head": temp / "session_latest" / "logs"}
-    nodes = temp / "nodes"
+    found = {"head": ray_temp_dir(name) / "session_latest" / "logs"}
+    nodes = nodes_dir(name)
     if nodes.is_dir():
         for node in sorted(nodes.iterdir()):
             found[f"worker-{node.name}"] = node / "session_latest" / "logs"
