@@ -55,7 +55,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
             optimizer.step()
         accuracy = evaluate(model, X_test, y_test)
         worker.report(
-            {"epoch": epoch, "loss": float(loss), "test_accuracy": accuracy},
+            {"epoch": epoch, "loss": loss.item(), "test_accuracy": accuracy},
             state={
                 "epoch": epoch,
                 # on the CPU, so a server without a GPU can load it

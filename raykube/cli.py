@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import shlex
 import signal
@@ -29,6 +30,7 @@ from raykube.backends import BACKENDS, get_backend
 from raykube.backends.base import LOG_NODES, ClusterStatus
 from raykube.backends.kuberay.backend import KubeRayBackend
 from raykube.errors import RaykubeError, SpecError
+from raykube.progress import LOGGER_NAME
 from raykube.render.cluster import TOKEN_KEY, render_all, to_yaml
 from raykube.render.rayjob import render_rayjob
 from raykube.render.rayservice import render_service_manifests
@@ -506,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raykube", description="Run AI workloads on Ray, locally or on Kubernetes (KubeRay)."
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="say more: raykube's debug lines and Ray Train's own progress")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -664,6 +668,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (130 after Ctrl-C, 143 after SIGTERM)."""
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 from raykube.auth import apply_client_env
 from raykube.errors import BackendError, RaykubeError
-from raykube.progress import Progress
+from raykube.progress import Progress, verbose
 from raykube.target import ClusterRef, resolve
 
 
@@ -63,7 +63,8 @@ def _init(address: str) -> Any:
     attempts = CLIENT_INIT_ATTEMPTS if address.startswith("ray://") else 1
     for attempt in range(1, attempts + 1):
         try:
-            return ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+            return ray.init(address=address, log_to_driver=True,
+                            logging_level="INFO" if verbose() else "WARNING")
         except ConnectionAbortedError as exc:
             if attempt == attempts or "Initialization failure" not in str(exc):
                 raise

@@ -1,57 +1,62 @@
-"""Kubernetes resource quantities ("500m", "2Gi", 4) as numbers.
+"""Kubernetes resource quantities ("500m", "2Gi", "1e3", 4) as numbers.
 
 Specs use Kubernetes' quantity syntax so the same file renders into pod resources unchanged;
 the local backend needs the numbers behind them (Ray counts CPUs and bytes).
+
+The number comes from the official client's ``kubernetes.utils.parse_quantity``. That parser is
+laxer than the API server (it takes ``inf``, ``1_000``, ``1K`` and non-ASCII digits, which the
+server refuses with a 422), so a value is first held to the server's own grammar, the pattern the
+RayCluster CRD validates quantities with, and then to raykube's rule for resources: finite, not
+negative, and no larger than the server's int64.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-_SUFFIXES: dict[str, Decimal] = {
-    "": Decimal(1),
-    "m": Decimal("0.001"),
-    "k": Decimal(10) ** 3,
-    "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15,
-    "Ki": Decimal(2) ** 10,
-    "Mi": Decimal(2) ** 20,
-    "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50,
-}
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]{0,2})$")
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+QUANTITY_PATTERN = (
+    rf"^[+-]?{_NUMBER}(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?{_NUMBER})?$"
+)
+"""Kubernetes' quantity grammar (apimachinery ``resource.Quantity``; the pattern KubeRay's CRDs
+carry), ASCII only."""
+
+_QUANTITY = re.compile(QUANTITY_PATTERN, re.ASCII)
+_LARGEST = Decimal(2**63 - 1)
+_EXAMPLES = "e.g. 2, '500m', '1.5', '4Gi', '512Mi', '1e3'"
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
     """Return the number a Kubernetes quantity stands for.
 
     Raises:
-        ValueError: when ``value`` is not a quantity; the message says what a quantity looks like.
+        ValueError: when ``value`` is not a quantity the API server takes, or is negative,
+            infinite or too large; the message says what a quantity looks like.
 
-    >>> parse_quantity("500m"), parse_quantity("1Gi")
-    (Decimal('0.500'), Decimal('1073741824'))
+    >>> parse_quantity("500m"), parse_quantity("1Gi"), parse_quantity(".5")
+    (Decimal('0.500'), Decimal('1073741824'), Decimal('0.5'))
     """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a quantity")
-    if isinstance(value, (int, float)):
-        if value < 0 or math.isnan(value) or math.isinf(value):
-            raise ValueError(f"{value!r} is not a quantity: it must be a number >= 0")
-        return Decimal(str(value))
-    match = _QUANTITY.match(value.strip())
-    if not match or match.group(2) not in _SUFFIXES:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{value!r} is not a quantity: write a number, {_EXAMPLES}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a quantity: it must be a finite number >= 0")
+    text = str(value) if isinstance(value, int) else repr(value) if isinstance(value, float) \
+        else value
+    if not _QUANTITY.match(text):
         raise ValueError(
-            f"{value!r} is not a Kubernetes quantity: write a number with an optional "
-            "suffix, e.g. 2, '500m', '4Gi', '512Mi'"
+            f"{value!r} is not a Kubernetes quantity: write a number with an optional suffix, "
+            f"{_EXAMPLES}"
         )
-    try:
-        return Decimal(match.group(1)) * _SUFFIXES[match.group(2)]
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
-        raise ValueError(f"{value!r} is not a quantity") from exc
+    from kubernetes.utils.quantity import parse_quantity as client_parse  # heavy: on use only
+
+    number = Decimal(client_parse(text))
+    if number < 0:
+        raise ValueError(f"{value!r} is negative: a resource amount must be >= 0")
+    if number > _LARGEST:
+        raise ValueError(f"{value!r} is too large: Kubernetes takes at most 2^63-1")
+    return number
 
 
 def cpu_count(value: str | int | float) -> int:
@@ -60,5 +65,5 @@ def cpu_count(value: str | int | float) -> int:
 
 
 def byte_count(value: str | int | float) -> int:
-    """Bytes in a memory quantity."""
-    return int(parse_quantity(value))
+    """Bytes in a memory quantity (a fraction of a byte rounds up, as Kubernetes rounds)."""
+    return math.ceil(parse_quantity(value))

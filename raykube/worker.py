@@ -22,8 +22,8 @@ Example::
 from __future__ import annotations
 
 import inspect
+import logging
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,9 +34,14 @@ from raykube.frameworks import mxnet as _mxnet
 from raykube.frameworks import tensorflow as _tensorflow
 from raykube.frameworks import torch as _torch
 from raykube.frameworks.state import StateError, read_state, write_state
+from raykube.progress import LOGGER_NAME
+
+logger = logging.getLogger(f"{LOGGER_NAME}.train")
 
 _framework: str | None = None
 _run_dir: str | None = None
+_feed: Any = None
+"""The queue rank 0 puts its reports on for the driver (:mod:`raykube.training.feed`)."""
 _last_metrics: dict[str, Any] | None = None
 """What this worker last passed to :func:`report` in this run (checkpoint or not)."""
 
@@ -44,14 +49,27 @@ OUTCOME_KEY = "__raykube_outcome__"
 """Marks what :func:`wrap`'s function returns: the loop's own value and its last metrics."""
 
 
-def _activate(framework: str, run_dir: str | None) -> None:
+def _activate(framework: str, run_dir: str | None, feed: Any = None,
+              ray_log_level: str = "INFO") -> None:
     """Called by raykube's wrapper before the user's loop runs on a worker: the framework's
     process and worker start hooks (MXNet's numpy alias, TensorFlow's strategy)."""
-    global _framework, _run_dir, _last_metrics
-    _framework, _run_dir, _last_metrics = framework, run_dir, None
+    global _framework, _run_dir, _last_metrics, _feed
+    _framework, _run_dir, _last_metrics, _feed = framework, run_dir, None, feed
+    _quiet_ray_train_reports(ray_log_level)
     chosen = frameworks.get(framework)
     chosen.on_process_start()
     chosen.on_worker_start()
+
+
+def _quiet_ray_train_reports(level: str) -> None:
+    """Give Ray Train's per-report lines ("Reporting training result N: ...") the run's log
+    level. Ray 2.60 logs them under a logger named by its file's path, not under ``ray.train``,
+    so the run's ``LoggingConfig`` never reaches them."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: its lines stay as Ray makes them
+        return
+    logging.getLogger(train_context.__file__).setLevel(level)
 
 
 def _active() -> frameworks.Framework:
@@ -71,7 +89,7 @@ class WorkerContext:
 
     @property
     def is_chief(self) -> bool:
-        """Rank 0: the worker that writes checkpoints and prints progress."""
+        """Rank 0: the worker that writes checkpoints and reports progress."""
         return self.rank == 0
 
 
@@ -158,16 +176,14 @@ def report(metrics: dict[str, Any], *, state: dict[str, Any] | None = None) -> N
     Every worker must call it at the same points (it is a synchronisation point). Only rank 0
     writes ``state`` (numbers, strings, lists, dicts, NumPy arrays, PyTorch tensors) into the
     checkpoint, in a form that runs no code when read (:mod:`raykube.frameworks.state`); the
-    chief also prints a progress line.
+    chief's metrics also go to the driver, which shows them as progress (outside
+    :func:`raykube.train`, the chief logs them itself).
     """
     global _last_metrics
     _last_metrics = dict(metrics)
     ctx = context()
     if ctx.is_chief:
-        shown = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-        )
-        print(f"[raykube train] {shown}", file=sys.stderr, flush=True)
+        _to_driver(_last_metrics)
     try:
         import ray.train
     except ImportError:  # pragma: no cover - ray is a dependency
@@ -182,6 +198,24 @@ def report(metrics: dict[str, Any], *, state: dict[str, Any] | None = None) -> N
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
     else:
         ray.train.report(metrics)
+
+
+def metrics_text(metrics: dict[str, Any]) -> str:
+    """``epoch=3, loss=0.02311, test_accuracy=0.9667``: a report as a person reads it."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in metrics.items())
+
+
+def _to_driver(metrics: dict[str, Any]) -> None:
+    """Put rank 0's report on the driver's feed without waiting for room; log it here when
+    there is no feed (a loop run on its own) or it cannot take the report."""
+    if _feed is not None:
+        try:
+            _feed.put_nowait(metrics)
+            return
+        except Exception:  # full, gone, or a value it cannot carry: progress is best effort
+            pass
+    logger.info("training: %s", metrics_text(metrics))
 
 
 def load_state(checkpoint_dir: str) -> dict[str, Any]:
@@ -221,8 +255,8 @@ def restore() -> dict[str, Any] | None:
             refused.append(f"{checkpoint.path}: {exc}")
             continue
         if refused and context().is_chief:
-            print(f"[raykube train] resuming from {checkpoint.path}: the newer checkpoint(s) "
-                  f"cannot be read ({'; '.join(refused)})", file=sys.stderr, flush=True)
+            logger.warning("resuming from %s: the newer checkpoint(s) cannot be read (%s)",
+                           checkpoint.path, "; ".join(refused))
         return state
     raise StateError("no checkpoint of this run can be read: " + "; ".join(refused))
 
@@ -264,15 +298,18 @@ def gather(value: Any, tag: str) -> list[Any]:
 
 
 def wrap(
-    framework: str, train_fn: Callable[..., Any], run_dir: str | None = None
+    framework: str, train_fn: Callable[..., Any], run_dir: str | None = None, feed: Any = None,
+    ray_log_level: str = "INFO",
 ) -> Callable[[dict[str, Any]], Any]:
     """The per-worker function Ray runs: it activates ``framework``, calls ``train_fn``, and
     returns its value with the metrics it last reported (Ray Train keeps only those reported
-    with a checkpoint; the driver reads rank 0's from here)."""
+    with a checkpoint; the driver reads rank 0's from here). Rank 0's reports go to ``feed``
+    as they happen (:mod:`raykube.training.feed`); Ray Train's own lines are kept to
+    ``ray_log_level``."""
     takes_config = len(inspect.signature(train_fn).parameters) > 0
 
     def run(config: dict[str, Any]) -> Any:
-        _activate(framework, run_dir)
+        _activate(framework, run_dir, feed, ray_log_level)
         return _outcome(train_fn(config) if takes_config else train_fn())
 
     return run

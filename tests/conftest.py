@@ -84,6 +84,15 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None
     )
 
 
+def assert_each_epoch_said_once(output: str, epochs: int) -> None:
+    """A run's output says each epoch's report exactly once, and none of Ray Train's own
+    per-report lines (README: Distributed training, Output)."""
+    for epoch in range(epochs):
+        said = [line for line in output.splitlines() if f"epoch={epoch}, loss=" in line]
+        assert len(said) == 1, (epoch, said, output[-3000:])
+    assert "Reporting training result" not in output
+
+
 def assert_clean_error(result, code: int, *words: str) -> None:  # type: ignore[no-untyped-def]
     """The CLI refused: exit ``code``, ``error:`` and ``hint:`` on stderr holding ``words``, no
     traceback."""

@@ -93,7 +93,7 @@ def test_ctrl_c_during_train_leaves_no_training_actor(local_cluster: raykube.Clu
         return [a["class_name"] for a in actors
                 if a["state"] == "ALIVE" and "Train" in a["class_name"]]
 
-    train.wait_for_output("[raykube train] epoch=1")
+    train.wait_for_output("epoch=1, loss=")
     assert training_actors(), "the run's actors are seen while it runs"
     # Ray Train's own SIGINT handler aborts the run gracefully (its controller stops the
     # workers), and the command ends non-zero.

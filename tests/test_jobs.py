@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import raykube
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_each_epoch_said_once, run_cli
 from support.restart import ProcessImage
 from raykube.backends.local.processes import find_processes
 from raykube.backends.local.state import LocalRecord
@@ -95,11 +95,13 @@ def test_ray_job_submit_trains_on_the_cluster(local_cluster: raykube.Cluster) ->
         env[key] = value
     ray_cli = str(Path(sys.executable).with_name("ray"))
     done = subprocess.run(
-        [ray_cli, "job", "submit", "--working-dir", "jobs", "--", "python", "train_torch.py",
+        [ray_cli, "job", "submit", "--working-dir", "jobs", "--runtime-env-json",
+         '{"env_vars": {"RAYKUBE_QUIET": "0"}}', "--", "python", "train_torch.py",
          "--epochs", "4"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_each_epoch_said_once(done.stdout + done.stderr, 4)
     summary = json.loads(next(line for line in done.stdout.splitlines()
                               if line.startswith('{"checkpoint"')))
     assert summary["test_accuracy"] >= 0.9 and summary["replicas_identical"] is True

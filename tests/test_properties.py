@@ -10,6 +10,7 @@ import contextlib
 import copy
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from raykube.backends.local.autoscaler_config import build_autoscaler_config
 from raykube.cli import main
 from raykube.errors import SpecError
+from raykube.quantity import parse_quantity
 from raykube.render.cluster import render_all
 from raykube.render.rayjob import render_rayjob
 from raykube.render.serve_config import render_serve_config
@@ -173,3 +175,24 @@ def test_any_request_body_is_instances_or_a_400_reason(body: bytes) -> None:
         as_batch(instances, (64,))
     except InvalidInput as reason:
         assert 0 < len(str(reason)) < 300
+
+
+CRD_QUANTITY = ROOT.parent / "shared" / "k8s" / "crds" / "ray.io_rayclusters.yaml"
+QUANTITY_TEXT = st.one_of(
+    st.from_regex(r"\A[+-]?[0-9]{0,4}\.?[0-9]{0,3}([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]{1,2})?\Z"),
+    st.text(alphabet=st.sampled_from(list("0123456789.+-eEiKMGTPnumk _\u0663 infINF")),
+            max_size=8))
+
+
+@pytest.mark.skipif(not CRD_QUANTITY.is_file(), reason="../shared/k8s/crds is not present")
+@BUDGET
+@given(value=QUANTITY_TEXT)
+def test_a_quantity_raykube_takes_is_one_the_crd_takes(value: str) -> None:
+    pattern = re.search(r"pattern: \^(\(\\\+\|-\)\?.*)\$", CRD_QUANTITY.read_text()).group(1)
+    try:
+        number = parse_quantity(value)
+    except ValueError as exc:
+        assert len(str(exc)) < 200
+        return
+    assert re.fullmatch(pattern, value, re.ASCII), value
+    assert 0 <= number < 2**63

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from raykube.errors import SpecError
+from raykube.quantity import parse_quantity
 from raykube.specs.cluster import load_spec, parse_spec
 
 pytestmark = pytest.mark.unit
@@ -122,3 +123,26 @@ def test_malformed_yaml_gives_line(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"line 4, column 1") as caught:
         load_spec(path)
     assert str(path) in caught.value.message and "tabs" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [("1e3", 1000), (".5", 0.5), ("5.", 5), ("+1", 1), ("100n", 1e-7), ("10u", 1e-5),
+     ("1Ei", 2**60), ("500m", 0.5), ("1.5Gi", 1.5 * 2**30), (4, 4), (0.25, 0.25), ("2E-3", 0.002)],
+)
+def test_every_quantity_kubernetes_takes_is_taken(value: Any, number: float) -> None:
+    spec = parse_spec(group(cpu=value, memory=value))
+    assert float(parse_quantity(spec.worker_group("g").cpu)) == pytest.approx(number)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [(True, "not a quantity"), ("inf", "Kubernetes quantity"), ("1_000", "Kubernetes quantity"),
+     ("1K", "Kubernetes quantity"), ("\u0663", "Kubernetes quantity"), ("-1", "negative"),
+     (-2, "negative"), (float("inf"), "finite"), ("1e30", "too large"), ("", "quantity"),
+     (" 1", "Kubernetes quantity"), ([1], "not a quantity")],
+)
+def test_a_quantity_the_api_server_refuses_is_refused(value: Any, words: str) -> None:
+    problems = _problems(group(cpu=value))
+    assert any(path.startswith("workerGroupSpecs[0].cpu") and words in message
+               for path, message in problems), problems

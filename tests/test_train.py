@@ -270,12 +270,14 @@ def test_missing_mxnet_environment_is_named(monkeypatch: pytest.MonkeyPatch) -> 
 def test_train_command(local_cluster: raykube.Cluster) -> None:
     import json
 
-    from conftest import run_cli
+    from conftest import assert_each_epoch_said_once, run_cli
 
     result = run_cli("train", "jobs/train_torch.py:train_loop", "--cluster", local_cluster.name,
                      "--workers", "2", "--config",
-                     json.dumps({"lr": 0.01, "batch_size": 32, "epochs": 3}))
+                     json.dumps({"lr": 0.01, "batch_size": 32, "epochs": 3}),
+                     env={"RAYKUBE_QUIET": "0"})
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_each_epoch_said_once(result.stderr, 3)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["metrics"]["epoch"] == 2 and summary["metrics"]["test_accuracy"] >= 0.9
     assert Path(summary["checkpoint"]).is_dir()

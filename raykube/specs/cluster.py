@@ -83,7 +83,8 @@ a job's driver can check requests against the cluster it runs on."""
 GPU_RESOURCE = "nvidia.com/gpu"
 """The extended resource NVIDIA's device plugin advertises, and the taint key of GPU node pools."""
 
-def _check_quantity(value: str | int | float) -> str | int | float:
+def _check_quantity(value: Any) -> Any:
+    """Checked before pydantic's coercion, so YAML ``true`` is not taken as 1."""
     parse_quantity(value)
     return value
 
@@ -208,7 +209,8 @@ class _PodGroup(SpecModel):
         classmethod(lambda cls, v: _coerce_start_params(v))
     )
     _env = field_validator("env")(classmethod(lambda cls, v: check_env(v)))
-    _quantities = field_validator("cpu", "memory")(classmethod(lambda cls, v: _check_quantity(v)))
+    _quantities = field_validator("cpu", "memory", mode="before")(
+        classmethod(lambda cls, v: _check_quantity(v)))
 
 
 class HeadGroupSpec(_PodGroup):
@@ -400,7 +402,8 @@ class StorageSpec(SpecModel):
             )
         return value
 
-    _quantities = field_validator("size")(classmethod(lambda cls, v: _check_quantity(v)))
+    _quantities = field_validator("size", mode="before")(
+        classmethod(lambda cls, v: _check_quantity(v)))
 
 
 class RedisPassword(SpecModel):

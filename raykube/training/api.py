@@ -26,8 +26,10 @@ from raykube.connection import ensure_connected
 from raykube.errors import RaykubeError, TrainError
 from raykube.frameworks import TrainerRequest
 from raykube.private import why_not_private
+from raykube.progress import verbose
 from raykube.specs.cluster import ClusterSpec, WorkerGroupSpec, group_resource
 from raykube.target import ClusterRef, resolve
+from raykube.training.feed import ReportFeed
 
 
 Workers = int | tuple[int, int]
@@ -261,7 +263,7 @@ def train(
         storage = check_storage(storage)  # else the folder is the pods' (a volume) to check
 
     ensure_connected(target)
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
     use_cuda = bool(gpus_per_worker) and chosen.cuda_on_workers(gpus_per_worker,
                                                                 accelerator_type)
@@ -278,6 +280,7 @@ def train(
         elastic_resize_monitor_interval_s=elastic_resize_monitor_interval_s,
     )
     run_name = name or f"{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ray_log_level = "INFO" if verbose() else "WARNING"
     failures = max_failures if max_failures is not None else (3 if elastic else 0)
     run = RunConfig(
         name=run_name,
@@ -288,29 +291,36 @@ def train(
             checkpoint_score_attribute=score,
             checkpoint_score_order=score_mode,
         ),
+        # Ray Train's own lines (each report, each checkpoint, the group starting) only when
+        # asked (`raykube -v`, or the raykube logger at DEBUG): raykube says the progress.
+        logging_config=LoggingConfig(log_level=ray_log_level),
     )
     ship_by_value(train_fn)
-    trainer = chosen.make_trainer(TrainerRequest(
-        worker.wrap(framework, train_fn, os.path.join(storage, run_name)),
-        dict(config or {}), scaling, run, use_cuda,
-    ))
-    failure: Exception | None = None
-    # fit() installs a SIGINT handler holding the controller actor and never removes it, which
-    # keeps the controller alive until the driver exits: put the caller's handler back after.
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigint = signal.getsignal(signal.SIGINT) if in_main_thread else None
-    try:
-        result = trainer.fit()
-    except RaykubeError:
-        raise
-    except Exception as exc:  # Ray's TrainingFailedError and friends: the user's error inside
-        failure = exc
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous_sigint)
-    # Ray's frames in the traceback hold the trainer and its controller actor: drop them, or
-    # the run's actors live as long as the exception does (a notebook keeps the last one).
-    del trainer
+    config = dict(config or {})
+    epochs = config.get("epochs")
+    with ReportFeed(run_name, epochs if isinstance(epochs, int) else None) as feed:
+        trainer = chosen.make_trainer(TrainerRequest(
+            worker.wrap(framework, train_fn, os.path.join(storage, run_name), feed.queue,
+                        ray_log_level),
+            config, scaling, run, use_cuda,
+        ))
+        failure: Exception | None = None
+        # fit() installs a SIGINT handler holding the controller actor and never removes it,
+        # which keeps the controller alive until the driver exits: put the caller's back after.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous_sigint = signal.getsignal(signal.SIGINT) if in_main_thread else None
+        try:
+            result = trainer.fit()
+        except RaykubeError:
+            raise
+        except Exception as exc:  # Ray's TrainingFailedError and friends: the user's error
+            failure = exc
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous_sigint)
+        # Ray's frames in the traceback hold the trainer and its controller actor: drop them,
+        # or the run's actors live as long as the exception does (a notebook keeps the last).
+        del trainer
     if failure is not None:
         failure.__traceback__ = None
         raise TrainError(

@@ -236,7 +236,9 @@ class KubeRayBackend:
             status = self._status(name, namespace, latest["cluster"])
             groups = ", ".join(f"{g.name} {g.ready}/{g.replicas}" for g in status.groups)
             progress.say(f"RayCluster {namespace}/{name}: Ray head "
-                         f"{'up' if status.head_ready else 'starting'}; workers joined: {groups}")
+                         f"{'up' if status.head_ready else 'starting'}; workers joined: {groups}",
+                         step=(sum(min(g.ready, g.replicas) for g in status.groups),
+                               sum(g.replicas for g in status.groups)))
             return status if status.is_ready else None
 
         def fail_on() -> RaykubeError | None:

@@ -321,7 +321,9 @@ class LocalBackend:
             pinned = [g for g in status.groups if record.targets.get(g.name) is not None]
             if pinned:
                 progress.say(f"cluster {record.name!r}: workers joined: " + ", ".join(
-                    f"{g.name} {g.ready}/{record.targets[g.name]}" for g in pinned))
+                    f"{g.name} {g.ready}/{record.targets[g.name]}" for g in pinned),
+                    step=(sum(min(g.ready, record.targets[g.name]) for g in pinned),
+                          sum(record.targets[g.name] for g in pinned)))
             done = all(g.ready == record.targets[g.name] for g in pinned)
             return status if done else None
 
