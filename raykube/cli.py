@@ -35,14 +35,15 @@ from raykube.render.cluster import TOKEN_KEY, render_all, to_yaml
 from raykube.render.rayjob import render_rayjob
 from raykube.render.rayservice import render_service_manifests
 from raykube.render.serve_config import render_serve_config
-from raykube.serving.rayservice import apply_rayservice
+from raykube.serving.rayservice import apply_rayservice, dry_run_rayservice
 from raykube.serving.service import ServiceStatus, deploy, get_service, list_services
 from raykube.specs.base import explain, spec_kind
 from raykube.specs.cluster import GROUP_RESOURCE_PREFIX, ClusterSpec, load_spec
+from raykube.specs.examples import EXAMPLES, write_example
 from raykube.specs.job import load_job_spec
 from raykube.specs.serve import ServeSpec, load_serve_spec
 from raykube.submission import jobs
-from raykube.submission.rayjob import apply_rayjob
+from raykube.submission.rayjob import apply_rayjob, dry_run_rayjob
 from raykube.target import Target, resolve
 from raykube.training.api import train
 
@@ -88,9 +89,20 @@ def _print_status(status: ClusterStatus) -> None:
             print(f"    {node.node_id[-10:]}  {node.group:<16} {resources}")
 
 
+def _print_checked(checked: list[str]) -> int:
+    """What a server-side dry run checked: one line each, nothing made."""
+    for what in checked:
+        print(f"{what}: valid (server dry run; nothing was created)")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     spec = _cluster_spec(args)
-    cluster = clusters.up(spec, backend=args.backend, timeout=args.timeout)
+    if args.dry_run:
+        return _print_checked(clusters.dry_run(spec, backend=args.backend,
+                                               namespace=args.namespace))
+    cluster = clusters.up(spec, backend=args.backend, timeout=args.timeout,
+                          namespace=args.namespace)
     if not cluster.capabilities.direct_ports:
         endpoints = cluster.status().endpoints
         assert endpoints is not None
@@ -169,6 +181,12 @@ def cmd_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    path = write_example(args.kind, args.out or f"{args.kind}.yaml", force=args.force)
+    print(f"wrote {path}; next: raykube up {path}")
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend, namespace=args.namespace)
     if not backend.capabilities.direct_ports:
@@ -229,6 +247,8 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_job_apply(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _print_checked(dry_run_rayjob(args.spec, namespace=args.namespace))
     status = apply_rayjob(args.spec, namespace=args.namespace, wait=not args.no_wait,
                           timeout=args.timeout)
     print(f"RayJob {status.namespace}/{status.name} created", file=sys.stderr, flush=True)
@@ -390,7 +410,14 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
     if weights:
         spec = spec.with_weights(**{v: _percent(w, v) for v, w in weights.items()})
     if not args.cluster and get_backend(args.backend).capabilities.service_clusters:
+        if args.dry_run:
+            return _print_checked(dry_run_rayservice(spec, namespace=args.namespace))
         return _apply_rayservice(spec, args)
+    if args.dry_run:
+        raise SpecError("--dry-run=server checks a RayService on Kubernetes; a deploy onto a "
+                        "running cluster (--cluster) has no server-side dry run",
+                        "use `serve deploy --kube SPEC --dry-run=server` without --cluster, or "
+                        "`raykube serve build SPEC` to see the Serve config")
     service = deploy(spec, _target(args), timeout=args.timeout)
     status = service.status()
     _print_service(status)
@@ -478,6 +505,12 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="Kubernetes namespace (default: the spec's, else the context's)")
 
 
+def _add_dry_run_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", choices=["server"], default=None,
+                   help="Kubernetes: have the API server check every object (schemas, "
+                   "admission, RBAC) and create nothing, as kubectl's --dry-run=server")
+
+
 def _add_network_policy_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network-policy", action="store_true",
                    help="Kubernetes: also a NetworkPolicy admitting only the cluster's own pods "
@@ -522,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="cluster spec file, e.g. clusters/local.yaml")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (default 180)")
     _add_network_policy_option(p)
+    _add_dry_run_option(p)
 
     p = command("status", cmd_status, "show groups, nodes, resources and health")
     p.add_argument("name", nargs="?", help="cluster name (default: every running cluster)")
@@ -547,6 +581,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("spec", cmd_spec, "validate a spec file, or list every spec field")
     p.add_argument("spec", nargs="?", help="cluster spec file to validate")
     p.add_argument("--explain", action="store_true", help="list every field of the spec")
+
+    p = sub.add_parser("init", help="write an example cluster spec to start from",
+                       description="Write one of the example cluster specs shipped with "
+                       "raykube: local (a head and an autoscaled CPU group) or gpu (adds a GPU "
+                       "group).")
+    p.add_argument("kind", nargs="?", choices=EXAMPLES, default="local",
+                   help="which example (default local)")
+    p.add_argument("out", nargs="?", default=None, help="file to write (default KIND.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    p.set_defaults(handler=cmd_init)
 
     p = command("env", cmd_env, "print the exports that let Ray's own CLI reach a cluster")
     p.add_argument("name", help="cluster name")
@@ -613,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     p.add_argument("--no-wait", action="store_true", help="print the RayJob's name and return")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default 3600)")
+    _add_dry_run_option(p)
     p.set_defaults(handler=cmd_job_apply)
     for name, handler, text in (("status", cmd_job_status, "show a job's state"),
                                 ("logs", cmd_job_logs, "print a job's output"),
@@ -641,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight", action="append", metavar="VERSION=PERCENT",
                    help="traffic share of a version; unnamed versions get 0 (repeatable)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per step (default 300)")
+    _add_dry_run_option(p)
     p = serve_sub.add_parser("build", help="print the Serve config of a serve spec (the format "
                              "`serve build` writes; RayService serveConfigV2)")
     p.add_argument("spec", help="serve spec file (kind: Serve)")

@@ -118,7 +118,8 @@ def up(
         spec: a :class:`ClusterSpec`, or the path of a spec file.
         backend: 'local' (this machine) or 'kuberay' (Kubernetes).
         timeout: seconds to wait for readiness.
-        namespace: Kubernetes namespace (default: the spec's).
+        namespace: Kubernetes namespace (default: the spec's, else the kubeconfig
+            context's, else the pod's service account's).
 
     Returns:
         A :class:`Cluster` handle.
@@ -134,11 +135,37 @@ def up(
         cluster = raykube.up("clusters/local.yaml")
         ray.init(address=cluster.address)
     """
-    if not isinstance(spec, ClusterSpec):
-        spec = load_spec(spec)
+    spec = _spec_in(spec, namespace)
     chosen = get_backend(backend, namespace=namespace or spec.namespace)
     chosen.up(spec, timeout=timeout)
     return Cluster(spec.name, chosen)
+
+
+def dry_run(spec: ClusterSpec | str | Path, *, backend: str = "kuberay",
+            namespace: str | None = None) -> list[str]:
+    """Check with the platform everything :func:`up` would make, making nothing: on
+    Kubernetes a server-side dry run of each object (CRD schemas, admission, RBAC, quotas).
+
+    Returns:
+        ``Kind namespace/name`` of each object checked.
+
+    Raises:
+        SpecError: the spec, or the server's validation of a field; BackendError: RBAC, no
+        KubeRay, unreachable API, or a backend without a server to ask.
+    """
+    spec = _spec_in(spec, namespace)
+    return get_backend(backend, namespace=namespace or spec.namespace).dry_run(spec)
+
+
+def _spec_in(spec: ClusterSpec | str | Path, namespace: str | None) -> ClusterSpec:
+    """The spec, loaded, refused when it names a namespace other than ``namespace`` (as
+    ``kubectl apply -n`` refuses an object of another namespace)."""
+    if not isinstance(spec, ClusterSpec):
+        spec = load_spec(spec)
+    if namespace and spec.namespace and namespace != spec.namespace:
+        raise SpecError(f"the spec's namespace is {spec.namespace!r}, not {namespace!r}",
+                        f"drop -n, pass -n {spec.namespace}, or remove namespace: from the spec")
+    return spec
 
 
 def get(name: str, *, backend: str = "local", namespace: str | None = None) -> Cluster:

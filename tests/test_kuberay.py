@@ -340,3 +340,54 @@ def test_calls_ride_out_an_api_server_restart(kube: dict[str, str], namespace: s
                                    "kube-apiserver" else line for line in lines) + "\n")
     caller.join(timeout=60)
     assert answers == [[]], "the call waited out the restart and got its answer"
+
+
+def test_manifests_name_no_namespace_so_kubectl_apply_n_places_them(
+        kube: dict[str, str], namespace: str) -> None:
+    """`raykube manifest | kubectl apply -n NS -f -` works for every shipped spec kind: the
+    manifests leave metadata.namespace out unless the spec sets one, as KubeRay's samples do."""
+    kubectl = str(Path(kube["RAYKUBE_K8S_BIN"]) / "kubectl")
+    for spec in ("clusters/gpu.yaml", "jobs/train-digits.rayjob.yaml",
+                 "jobs/digits.rayservice.yaml"):
+        manifest = run_cli("manifest", spec)
+        assert manifest.returncode == 0, manifest.stderr
+        assert all("namespace" not in (o.get("metadata") or {})
+                   for o in yaml.safe_load_all(manifest.stdout)), spec
+        applied = subprocess.run([kubectl, "apply", "-n", namespace, "--dry-run=server", "-f",
+                                  "-"], input=manifest.stdout, capture_output=True, text=True,
+                                 timeout=60)
+        assert applied.returncode == 0, (spec, applied.stderr)
+        assert "(server dry run)" in applied.stdout
+
+
+def test_dry_run_server_checks_everything_and_creates_nothing(namespace: str) -> None:
+    from kubernetes import client
+
+    up = run_cli("up", "--kube", "-n", namespace, "--dry-run=server", str(SPECS / "kube.yaml"))
+    assert up.returncode == 0, up.stderr
+    assert f"RayCluster {namespace}/rk-kube: valid" in up.stdout
+    assert f"Secret {namespace}/rk-kube-ray-token: valid" in up.stdout
+    job = run_cli("job", "apply", "--kube", "-n", namespace, "--dry-run=server",
+                  "jobs/train-digits.rayjob.yaml")
+    assert job.returncode == 0 and f"RayJob {namespace}/train-digits: valid" in job.stdout, \
+        job.stderr
+    service = run_cli("serve", "deploy", "--kube", "-n", namespace, "--dry-run=server",
+                      "jobs/digits.rayservice.yaml")
+    assert service.returncode == 0, service.stderr
+    assert f"RayService {namespace}/" in service.stdout
+    custom = client.CustomObjectsApi()
+    for plural in ("rayclusters", "rayjobs", "rayservices"):
+        assert custom.list_namespaced_custom_object("ray.io", "v1", namespace, plural)[
+            "items"] == [], f"a dry run created {plural}"
+    assert client.CoreV1Api().list_namespaced_secret(
+        namespace, label_selector="app.kubernetes.io/managed-by=raykube").items == []
+
+    spec = spec_in(namespace, storage=None)
+    spec.head_group_spec.cpu = "1e9"  # a quantity the server takes, more than any node has
+    checked = raykube.cluster.dry_run(spec, namespace=namespace)
+    assert checked[-1] == f"RayCluster {namespace}/rk-kube"
+
+
+def test_a_spec_of_another_namespace_is_refused_before_anything_is_sent(namespace: str) -> None:
+    with pytest.raises(SpecError, match="namespace is 'elsewhere'"):
+        raykube.up(spec_in("elsewhere"), backend="kuberay", namespace=namespace, timeout=10)

@@ -37,7 +37,7 @@ def test_defaults_follow_kuberay() -> None:
     group = spec.worker_group("g")
     assert (group.replicas, group.min_replicas, group.max_replicas) == (1, 1, 1)
     assert spec.head_group_spec.ray_start_params == {"num-cpus": "0"}
-    assert spec.namespace == "default" and spec.resolved_image == "rayproject/ray:2.60.0"
+    assert spec.namespace is None and spec.resolved_image == "rayproject/ray:2.60.0"
 
 
 def test_ray_start_params_become_strings() -> None:

@@ -185,6 +185,10 @@ class Backend(Protocol):
     def up(self, spec: ClusterSpec, *, timeout: float) -> Endpoints:
         """Start (or update) the cluster and return once every group is ready."""
 
+    def dry_run(self, spec: ClusterSpec) -> list[str]:
+        """Have the platform check everything :meth:`up` would make, making nothing; returns
+        what was checked. (Kubernetes: a server-side dry run.)"""
+
     def status(self, name: str) -> ClusterStatus:
         """The cluster's groups, nodes and health."""
 

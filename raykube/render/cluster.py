@@ -48,9 +48,13 @@ def format_resources_param(resources: dict[str, float]) -> str:
     return f"'{compact}'"
 
 
-def metadata(name: str, namespace: str) -> dict[str, Any]:
-    """``metadata`` of every object raykube renders: name, namespace, managed-by label."""
-    return {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
+def metadata(name: str, namespace: str | None) -> dict[str, Any]:
+    """``metadata`` of every object raykube renders: name, managed-by label, and the namespace
+    only where the spec names one (as KubeRay's samples do), so ``kubectl apply -n`` works."""
+    meta: dict[str, Any] = {"name": name, "labels": dict(MANAGED_BY)}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
 
 
 def claim_name(spec: ClusterSpec) -> str | None:

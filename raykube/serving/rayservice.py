@@ -115,6 +115,19 @@ class RayServices:
         assert status is not None
         return status
 
+    def dry_run(self, spec: ServeSpec) -> list[str]:
+        """Have the API server check every object :meth:`apply` would make for ``spec`` (the
+        RayService as its rollout ends, its PodDisruptionBudget and storage claim) and store
+        nothing. Returns ``Kind namespace/name`` of each."""
+        cluster = check_for_kubernetes(spec)
+        bodies = [b for b in (render_disruption_budget(spec, cluster),
+                              render_storage_claim(cluster)) if b]
+        bodies.append(render_rayservice(spec, cluster, render_applications(spec)))
+        for body in bodies:
+            body["metadata"]["namespace"] = self.namespace
+            self.kube.apply(body, dry_run=True)
+        return [f"{b['kind']} {self.namespace}/{b['metadata']['name']}" for b in bodies]
+
     def wait(self, name: str, wanted: list[str], *, timeout: float) -> RayServiceStatus:
         """Wait until RayService ``name`` runs the Serve applications ``wanted``, and only
         those, on its active cluster."""
@@ -169,3 +182,17 @@ def apply_rayservice(spec: ServeSpec | str | Path, *, namespace: str | None = No
         spec = load_serve_spec(spec)
     services = RayServices(KubeClient.load(None, namespace))
     return services.apply(spec, timeout=timeout)
+
+
+def dry_run_rayservice(spec: ServeSpec | str | Path, *, namespace: str | None = None
+                       ) -> list[str]:
+    """Have the API server check what :func:`apply_rayservice` would make, storing nothing
+    (see :meth:`RayServices.dry_run`).
+
+    Raises:
+        SpecError: invalid specs or a field the server refused; BackendError: RBAC, no
+        KubeRay, unreachable API.
+    """
+    if not isinstance(spec, ServeSpec):
+        spec = load_serve_spec(spec)
+    return RayServices(KubeClient.load(None, namespace)).dry_run(spec)

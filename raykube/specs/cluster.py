@@ -471,7 +471,10 @@ class ClusterSpec(SpecModel):
     """A Ray cluster: a head, any number of worker groups, autoscaling and storage."""
 
     name: str = Field(..., description="Cluster name: the RayCluster's metadata.name.")
-    namespace: str = Field("default", description="Kubernetes namespace.")
+    namespace: str | None = Field(
+        None, description="Kubernetes namespace; left out of manifests when unset, so "
+        "`kubectl apply -n` places them. raykube then uses -n, else the kubeconfig context's, "
+        "else (in a pod) its service account's.")
     ray_version: str = Field(RAY_VERSION, alias="rayVersion", description="Ray version.")
     image: str | None = Field(
         None, description="Default image of every pod; default rayproject/ray:<rayVersion>."
@@ -507,8 +510,8 @@ class ClusterSpec(SpecModel):
 
     @field_validator("name", "namespace")
     @classmethod
-    def _names(cls, value: str) -> str:
-        return check_dns_label(value, "name")
+    def _names(cls, value: str | None) -> str | None:
+        return None if value is None else check_dns_label(value, "name")
 
     @model_validator(mode="after")
     def _exposed_needs_auth(self) -> ClusterSpec:

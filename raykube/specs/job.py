@@ -42,7 +42,10 @@ class RayJobSpec(SpecModel):
 
     kind: Literal["RayJob"] = Field("RayJob", description="Always RayJob.")
     name: str = Field(..., description="The RayJob's metadata.name.")
-    namespace: str = Field("default", description="Kubernetes namespace.")
+    namespace: str | None = Field(
+        None, description="Kubernetes namespace; left out of manifests when unset, so "
+        "`kubectl apply -n` places them. raykube then uses -n, else the kubeconfig context's, "
+        "else (in a pod) its service account's.")
     entrypoint: str = Field(..., min_length=1, description="The command the job runs.")
     runtime_env: dict[str, Any] = Field(
         default_factory=dict, alias="runtimeEnv",
@@ -80,8 +83,8 @@ class RayJobSpec(SpecModel):
 
     @field_validator("name", "namespace")
     @classmethod
-    def _names(cls, value: str) -> str:
-        return check_dns_label(value, "name")
+    def _names(cls, value: str | None) -> str | None:
+        return None if value is None else check_dns_label(value, "name")
 
     @model_validator(mode="after")
     def _one_cluster(self) -> RayJobSpec:

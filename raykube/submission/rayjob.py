@@ -92,8 +92,10 @@ class RayJobs:
         self.kube = kube
         self.namespace = namespace or kube.namespace
 
-    def create(self, job: RayJobSpec, cluster: ClusterSpec | None) -> str:
-        """Create the RayJob; return its name.
+    def create(self, job: RayJobSpec, cluster: ClusterSpec | None, *,
+               dry_run: bool = False) -> str:
+        """Create the RayJob (``dry_run``: have the server check it and store nothing); return
+        its name.
 
         Raises:
             BackendError/SpecError: the API refused it (exists: 409; invalid: 422; RBAC: 403).
@@ -102,7 +104,7 @@ class RayJobs:
             self.check_selected(job.cluster_selector)
         manifest = render_rayjob(job, cluster)
         manifest["metadata"]["namespace"] = self.namespace
-        self.kube.create(manifest)
+        self.kube.create(manifest, dry_run=dry_run)
         return job.name
 
     def check_selected(self, selector: dict[str, str]) -> None:
@@ -210,3 +212,17 @@ def apply_rayjob(spec: str | Path, *, namespace: str | None = None, wait: bool =
     name = rayjobs.create(job, cluster)
     Progress().say(f"RayJob {rayjobs.namespace}/{name} created")
     return rayjobs.wait(name, timeout=timeout) if wait else rayjobs.status(name)
+
+
+def dry_run_rayjob(spec: str | Path, *, namespace: str | None = None) -> list[str]:
+    """Have the API server check the RayJob a job spec file describes (schema, admission,
+    RBAC; a selected cluster's token auth as :meth:`RayJobs.check_selected` does) and create
+    nothing. Returns ``RayJob namespace/name``.
+
+    Raises:
+        SpecError: an invalid spec, or a field the server refused; JobError, BackendError: as
+        :func:`apply_rayjob`.
+    """
+    job, cluster = load_job_spec(spec)
+    rayjobs = RayJobs(KubeClient.load(None, namespace or job.namespace))
+    return [f"RayJob {rayjobs.namespace}/{rayjobs.create(job, cluster, dry_run=True)}"]

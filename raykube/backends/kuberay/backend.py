@@ -185,40 +185,15 @@ class KubeRayBackend:
         """
         progress = Progress()
         namespace = self._ns(spec)
-        if not self.kube.has_api("RayCluster"):
-            raise BackendError(
-                "this Kubernetes cluster has no ray.io/v1 RayCluster API: the KubeRay "
-                "operator is not installed",
-                "install it: helm install kuberay-operator kuberay/kuberay-operator "
-                "(v1.5 or newer)",
-            )
-        claim = render_storage_claim(spec)
-        cluster = render_raycluster(spec)
-        cluster["metadata"]["namespace"] = namespace
+        self._require_kuberay()
         created: list[tuple[str, str]] = []  # what this up made, to take back if it fails
         try:
-            secret = spec.token_secret
-            if secret and not self.kube.get("Secret", secret, namespace, missing_ok=True):
-                if spec.auth_options.secret_name:
-                    raise SpecError(
-                        f"authOptions.secretName {secret}: no such Secret in {namespace}",
-                        f"create it: kubectl create secret generic {secret} -n {namespace} "
-                        f"--from-literal={TOKEN_KEY}=\"$(openssl rand -hex 32)\"",
-                    )
-                self.kube.apply(token_secret_body(secret, namespace))
-                created.append(("Secret", secret))
-            if claim:
-                claim["metadata"]["namespace"] = namespace
-                if not self.kube.get("PersistentVolumeClaim", claim["metadata"]["name"],
-                                     namespace, missing_ok=True):
-                    created.append(("PersistentVolumeClaim", claim["metadata"]["name"]))
-                self.kube.apply(claim)
-            progress.say(f"RayCluster {namespace}/{spec.name}: applying")
-            self.kube.apply(cluster)
-            if spec.network_policy:
-                policy = render_network_policy(spec)
-                policy["metadata"]["namespace"] = namespace
-                self.kube.apply(policy)
+            for body, made_here in self._objects(spec, namespace):
+                if body["kind"] == "RayCluster":
+                    progress.say(f"RayCluster {namespace}/{spec.name}: applying")
+                self.kube.apply(body)
+                if made_here:
+                    created.append((body["kind"], body["metadata"]["name"]))
         except (RaykubeError, KeyboardInterrupt):
             for kind, name in reversed(created):  # leave nothing half-created
                 self.kube.delete(kind, name, namespace, missing_ok=True)
@@ -226,6 +201,63 @@ class KubeRayBackend:
         self._wait_ready(spec.name, namespace, timeout=timeout, progress=progress)
         progress.say(f"RayCluster {namespace}/{spec.name} is ready: every worker joined Ray")
         return service_endpoints(spec.name, namespace)
+
+    def _objects(self, spec: ClusterSpec, namespace: str
+                 ) -> list[tuple[dict[str, Any], bool]]:
+        """Every object ``up`` applies, in order, in ``namespace``, each with whether applying
+        it makes it (so a failed ``up`` takes it back): the token Secret when it is missing,
+        the storage claim, the RayCluster, the NetworkPolicy.
+
+        Raises:
+            SpecError: ``authOptions.secretName`` names a Secret that does not exist.
+        """
+        objects: list[tuple[dict[str, Any], bool]] = []
+        secret = spec.token_secret
+        if secret and not self.kube.get("Secret", secret, namespace, missing_ok=True):
+            if spec.auth_options.secret_name:
+                raise SpecError(
+                    f"authOptions.secretName {secret}: no such Secret in {namespace}",
+                    f"create it: kubectl create secret generic {secret} -n {namespace} "
+                    f"--from-literal={TOKEN_KEY}=\"$(openssl rand -hex 32)\"",
+                )
+            objects.append((token_secret_body(secret, namespace), True))
+        claim = render_storage_claim(spec)
+        if claim:
+            exists = self.kube.get("PersistentVolumeClaim", claim["metadata"]["name"],
+                                   namespace, missing_ok=True)
+            objects.append((claim, not exists))
+        objects.append((render_raycluster(spec), False))
+        if spec.network_policy:
+            objects.append((render_network_policy(spec), False))
+        for body, _ in objects:
+            body["metadata"]["namespace"] = namespace
+        return objects
+
+    def dry_run(self, spec: ClusterSpec) -> list[str]:
+        """Send every object ``up`` would apply as a server-side dry run: the API server
+        validates, defaults and admits each (CRD schemas, webhooks, RBAC, quotas) and stores
+        nothing. Returns ``Kind namespace/name`` of each.
+
+        Raises:
+            SpecError: the server refused a field (422); BackendError: RBAC, no KubeRay,
+            unreachable API.
+        """
+        namespace = self._ns(spec)
+        self._require_kuberay()
+        checked = []
+        for body, _ in self._objects(spec, namespace):
+            self.kube.apply(body, dry_run=True)
+            checked.append(f"{body['kind']} {namespace}/{body['metadata']['name']}")
+        return checked
+
+    def _require_kuberay(self) -> None:
+        if not self.kube.has_api("RayCluster"):
+            raise BackendError(
+                "this Kubernetes cluster has no ray.io/v1 RayCluster API: the KubeRay "
+                "operator is not installed",
+                "install it: helm install kuberay-operator kuberay/kuberay-operator "
+                "(v1.5 or newer)",
+            )
 
     def _wait_ready(self, name: str, namespace: str, *, timeout: float,
                     progress: Progress) -> ClusterStatus:

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from raykube.errors import BackendError, ClusterNotFound, RaykubeError, SpecError
@@ -56,6 +57,18 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
 def condition_true(obj: dict[str, Any], kind: str) -> bool:
     """Whether ``obj`` has condition ``kind`` with status True."""
     return (condition(obj, kind) or {}).get("status") == "True"
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+"""Where the kubelet tells a pod its namespace (beside its service-account token)."""
+
+
+def _pod_namespace() -> str:
+    """In a pod: its own namespace, as in-cluster clients default to (kubectl does too)."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 class KubeClient:
@@ -95,7 +108,7 @@ class KubeClient:
                 default_ns = (active or {}).get("context", {}).get("namespace") or "default"
             except config.ConfigException:
                 config.load_incluster_config()
-                default_ns = "default"
+                default_ns = _pod_namespace()
         except config.ConfigException as exc:
             raise BackendError(
                 f"no Kubernetes configuration found: {exc}",
@@ -148,13 +161,17 @@ class KubeClient:
     def _what(kind: str, namespace: str, name: str | None = None) -> str:
         return f"{kind} {namespace}/{name}" if name else f"{kind}s in {namespace}"
 
-    def apply(self, body: dict[str, Any]) -> None:
+    def apply(self, body: dict[str, Any], *, dry_run: bool = False) -> None:
         """Create or update ``body`` by server-side apply (a second apply with a changed body
-        patches what the first made); its namespace defaults to this client's."""
+        patches what the first made); its namespace defaults to this client's. ``dry_run``:
+        the server validates, defaults and admits it (schemas, webhooks, RBAC) and stores
+        nothing."""
         kind, name = body["kind"], body["metadata"]["name"]
         namespace = body["metadata"].setdefault("namespace", self.namespace)
-        options = {"field_manager": FIELD_MANAGER, "force": True,
-                   "_content_type": "application/apply-patch+yaml"}
+        options: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True,
+                                   "_content_type": "application/apply-patch+yaml"}
+        if dry_run:
+            options["dry_run"] = "All"
         what = self._what(kind, namespace, name)
         if kind in RAY_PLURALS:
             self._call(what, self._custom.patch_namespaced_custom_object, RAY_GROUP, RAY_VERSION,
@@ -162,12 +179,14 @@ class KubeClient:
             return
         self._call(what, self._method("patch", kind), name, namespace, body, **options)
 
-    def create(self, body: dict[str, Any]) -> None:
-        """Create ``body`` (a ``ray.io/v1`` object); 409 when it exists."""
+    def create(self, body: dict[str, Any], *, dry_run: bool = False) -> None:
+        """Create ``body`` (a ``ray.io/v1`` object); 409 when it exists. ``dry_run`` as in
+        :meth:`apply`."""
         kind, name = body["kind"], body["metadata"]["name"]
         namespace = body["metadata"].setdefault("namespace", self.namespace)
         self._call(self._what(kind, namespace, name), self._custom.create_namespaced_custom_object,
-                   RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], body, retry=False)
+                   RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], body, retry=False,
+                   **({"dry_run": "All"} if dry_run else {}))
 
     def get(self, kind: str, name: str, namespace: str | None = None, *,
             missing_ok: bool = False) -> dict[str, Any]:

@@ -357,6 +357,14 @@ class LocalBackend:
 
     # ---- Backend interface ---------------------------------------------------------------
 
+    def dry_run(self, spec: ClusterSpec) -> list[str]:
+        """There is no server to ask locally: the spec's own checks are all there is."""
+        raise SpecError(
+            "a server-side dry run needs Kubernetes: the local backend has no API server",
+            f"use --kube to check against a cluster, or `raykube spec FILE` to validate "
+            f"{spec.name!r} here",
+        )
+
     def up(self, spec: ClusterSpec, *, timeout: float = 180.0) -> Endpoints:
         """Start ``spec`` on this machine and wait until every group has its replicas.
 
