@@ -30,6 +30,7 @@ from raykube.backends import BACKENDS, get_backend
 from raykube.backends.base import LOG_NODES, ClusterStatus
 from raykube.backends.kuberay.backend import KubeRayBackend
 from raykube.errors import RaykubeError, SpecError
+from raykube.output import FORMATS, dump, table
 from raykube.progress import LOGGER_NAME
 from raykube.render.cluster import TOKEN_KEY, render_all, to_yaml
 from raykube.render.rayjob import render_rayjob
@@ -55,13 +56,6 @@ def _amount(resource: str, value: float) -> str:
     if resource in ("memory", "object_store_memory"):
         return f"{value / 2**30:.1f}GiB" if value >= 2**30 else f"{value / 2**20:.0f}MiB"
     return f"{value:g}"
-
-
-def _print_table(headers: list[str], rows: list[list[str]]) -> None:
-    """Columns as wide as their widest cell, two spaces apart."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    for row in [headers, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _print_status(status: ClusterStatus) -> None:
@@ -124,11 +118,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         s.name for s in clusters.list_clusters(backend=args.backend, namespace=args.namespace)
         if s.state not in ("dead", "unreadable")
     ]
-    if not names:
-        print("no running clusters; start one with `raykube up clusters/local.yaml`")
+    statuses = [clusters.get(name, backend=args.backend, namespace=args.namespace).status()
+                for name in names]
+    if args.output != "table":
+        print(dump(statuses[0] if args.name else statuses, args.output), end="")
         return 0
-    for name in names:
-        _print_status(clusters.get(name, backend=args.backend, namespace=args.namespace).status())
+    if not statuses:
+        print("no running clusters; start one with `raykube up clusters/local.yaml`")
+    for status in statuses:
+        _print_status(status)
     return 0
 
 
@@ -159,12 +157,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    summaries = clusters.list_clusters(backend=args.backend, namespace=args.namespace)
+    summaries = clusters.list_clusters(backend=args.backend, namespace=args.namespace,
+                                       all_namespaces=args.all_namespaces)
+    if args.output != "table":
+        print(dump(summaries, args.output), end="")
+        return 0
     if not summaries:
         print("no clusters; start one with `raykube up clusters/local.yaml`")
         return 0
-    _print_table(["NAME", "BACKEND", "STATE", "DASHBOARD"],
-                 [[s.name, s.backend, s.state, s.dashboard_url or "-"] for s in summaries])
+    if args.all_namespaces:
+        print(table(["NAMESPACE", "NAME", "BACKEND", "STATE", "DASHBOARD"],
+                    [[s.namespace, s.name, s.backend, s.state, s.dashboard_url or "-"]
+                     for s in summaries]), end="")
+    else:
+        print(table(["NAME", "BACKEND", "STATE", "DASHBOARD"],
+                    [[s.name, s.backend, s.state, s.dashboard_url or "-"] for s in summaries]),
+              end="")
     return 0
 
 
@@ -263,6 +271,9 @@ def cmd_job_apply(args: argparse.Namespace) -> int:
 
 def cmd_job_status(args: argparse.Namespace) -> int:
     info = jobs.get_job(_target(args), args.job_id).info()
+    if args.output != "table":
+        print(dump(info, args.output), end="")
+        return 0
     print(f"{info.job_id}: {info.state.value}" + (f" ({info.message})" if info.message else ""))
     return 0
 
@@ -287,10 +298,13 @@ def cmd_job_stop(args: argparse.Namespace) -> int:
 
 def cmd_job_list(args: argparse.Namespace) -> int:
     infos = jobs.list_jobs(_target(args))
-    if not infos:
+    if args.output != "table":
+        print(dump(infos, args.output), end="")
+    elif not infos:
         print("no jobs")
-    for info in infos:
-        print(f"{info.job_id:<28}{info.state.value:<11}{info.entrypoint}")
+    else:
+        print(table(["JOB", "STATE", "ENTRYPOINT"],
+                    [[i.job_id, i.state.value, i.entrypoint] for i in infos]), end="")
     return 0
 
 
@@ -453,6 +467,9 @@ def cmd_serve_build(args: argparse.Namespace) -> int:
 def cmd_serve_status(args: argparse.Namespace) -> int:
     cluster = _target(args)
     statuses = [get_service(args.name, cluster).status()] if args.name else list_services(cluster)
+    if args.output != "table":
+        print(dump(statuses[0] if args.name else statuses, args.output), end="")
+        return 0
     if not statuses:
         print("no services")
     for status in statuses:
@@ -503,6 +520,11 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="same as --backend kuberay (Kubernetes, via KUBECONFIG)")
     p.add_argument("--namespace", "-n", default=None,
                    help="Kubernetes namespace (default: the spec's, else the context's)")
+
+
+def _add_output_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=FORMATS, default="table",
+                   help="table (default, for people), or json / yaml for scripts")
 
 
 def _add_dry_run_option(p: argparse.ArgumentParser) -> None:
@@ -559,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("status", cmd_status, "show groups, nodes, resources and health")
     p.add_argument("name", nargs="?", help="cluster name (default: every running cluster)")
+    _add_output_option(p)
 
     p = command("scale", cmd_scale, "set a worker group's replicas within its bounds")
     p.add_argument("name", help="cluster name")
@@ -576,7 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", choices=LOG_NODES, default="all", help="whose logs (default all)")
     p.add_argument("--out-dir", default=None, help="where to (default ./raykube-logs-NAME)")
 
-    command("list", cmd_list, "list the clusters raykube knows")
+    p = command("list", cmd_list, "list the clusters raykube knows (on Kubernetes: every "
+                "RayCluster in the namespace)")
+    p.add_argument("-A", "--all-namespaces", action="store_true",
+                   help="Kubernetes: RayClusters of every namespace")
+    _add_output_option(p)
 
     p = command("spec", cmd_spec, "validate a spec file, or list every spec field")
     p.add_argument("spec", nargs="?", help="cluster spec file to validate")
@@ -664,11 +691,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("stop", cmd_job_stop, "stop a running job")):
         p = job_command(name, handler, text)
         p.add_argument("job_id", help="the job's submission id")
+        if name == "status":
+            _add_output_option(p)
         if name == "logs":
             p.add_argument("--follow", "-f", action="store_true", help="stream until it ends")
         if name == "stop":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
-    job_command("list", cmd_job_list, "list the cluster's jobs")
+    _add_output_option(job_command("list", cmd_job_list, "list the cluster's jobs"))
 
     serve = sub.add_parser("serve", help="deploy models with Ray Serve", description="Serving.")
     serve_sub = serve.add_subparsers(dest="serve_command", required=True, metavar="SERVE_COMMAND")
@@ -694,6 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_serve_build)
     p = serve_command("status", cmd_serve_status, "show services, versions and replicas")
     p.add_argument("name", nargs="?", help="service name (default: every service)")
+    _add_output_option(p)
     p = serve_command("delete", cmd_serve_delete, "delete a service and all its versions")
     p.add_argument("name", help="service name")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")

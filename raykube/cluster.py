@@ -53,8 +53,10 @@ class Cluster:
         return self.endpoints.driver_address
 
     @property
-    def spec(self) -> ClusterSpec:
-        """The spec the cluster was started from."""
+    def spec(self) -> ClusterSpec | None:
+        """The spec the cluster was started from; None for a cluster raykube did not make
+        (a RayCluster from Helm, kubectl or a GitOps tool): raykube then checks nothing
+        against a spec and leaves it to Ray."""
         return self.backend.spec_of(self.name)
 
     @property
@@ -180,10 +182,16 @@ def get(name: str, *, backend: str = "local", namespace: str | None = None) -> C
 
 
 def list_clusters(
-    *, backend: str = "local", namespace: str | None = None
+    *, backend: str = "local", namespace: str | None = None, all_namespaces: bool = False
 ) -> list[ClusterSummary]:
-    """The clusters ``backend`` knows: running, or left dead by a crash."""
-    return get_backend(backend, namespace=namespace).list()
+    """The clusters ``backend`` knows: locally the ones raykube runs (or a crash left dead);
+    on Kubernetes every RayCluster of the namespace (or of all, with ``all_namespaces``),
+    whoever made it.
+
+    Raises:
+        SpecError: ``all_namespaces`` where there are no namespaces (the local backend).
+    """
+    return get_backend(backend, namespace=namespace).list(all_namespaces=all_namespaces)
 
 
 def logs(name: str, out_dir: str | Path, *, node: str = "all", backend: str = "local",

@@ -36,6 +36,7 @@ from conftest import (
     registered_epoch,
     run_cli,
 )
+from raykube.errors import BackendError
 from raykube.specs.cluster import AuthMode, load_spec
 from raykube.waiting import wait_for
 
@@ -433,5 +434,114 @@ def test_autoscaler_adds_a_gpu_pod_for_pending_work_and_removes_it_when_idle(
             "ray.io", "v1", namespace, "rayclusters", spec.name)
         assert raw["spec"]["workerGroupSpecs"][0]["replicas"] == 0
         cluster.down()
+    finally:
+        client.CoreV1Api().delete_namespace(namespace)
+
+
+# A RayCluster as KubeRay's users make it without raykube: the operator's own sample
+# (ray-operator/config/samples/ray-cluster.sample.yaml of KubeRay v1.5.0, its comments dropped),
+# applied with kubectl. raykube must list it, read its status, and reach it for jobs, drivers
+# and port-forwards as it does its own clusters.
+KUBERAY_SAMPLE = """
+apiVersion: ray.io/v1
+kind: RayCluster
+metadata:
+  name: raycluster-kuberay
+spec:
+  rayVersion: '2.46.0'
+  headGroupSpec:
+    rayStartParams: {}
+    template:
+      spec:
+        containers:
+        - name: ray-head
+          image: rayproject/ray:2.46.0
+          resources:
+            limits: {cpu: 1, memory: 2G}
+            requests: {cpu: 1, memory: 2G}
+          ports:
+          - {containerPort: 6379, name: gcs-server}
+          - {containerPort: 8265, name: dashboard}
+          - {containerPort: 10001, name: client}
+  workerGroupSpecs:
+  - replicas: 1
+    minReplicas: 1
+    maxReplicas: 5
+    groupName: workergroup
+    rayStartParams: {}
+    template:
+      spec:
+        containers:
+        - name: ray-worker
+          image: rayproject/ray:2.46.0
+          resources:
+            limits: {cpu: 1, memory: 1G}
+            requests: {cpu: 1, memory: 1G}
+"""
+
+
+def test_a_raycluster_raykube_did_not_make_is_listed_read_and_reached(
+        kube: dict[str, str], tmp_path: Path) -> None:
+    from kubernetes import client
+
+    namespace = make_namespace("sample")
+    kubectl = str(Path(kube["RAYKUBE_K8S_BIN"]) / "kubectl")
+    try:
+        subprocess.run([kubectl, "apply", "-n", namespace, "-f", "-"], input=KUBERAY_SAMPLE,
+                       check=True, capture_output=True, text=True, timeout=60)
+        name = "raycluster-kuberay"
+
+        def ready() -> raykube.Cluster | None:
+            try:
+                found = raykube.get(name, backend="kuberay", namespace=namespace)
+                return found if found.status().is_ready else None
+            except BackendError:  # the head pod has just started: nothing to forward to yet
+                return None
+
+        cluster = wait_for(ready, timeout=180, what="the sample's head and worker to join Ray")
+        assert cluster.status().group("workergroup").ready == 1 and cluster.spec is None
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return run_cli(*args, "--kube", "-n", namespace, timeout=300)
+
+        listed = cli("list", "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert {"name": name, "state": "ready", "namespace": namespace}.items() <= \
+            json.loads(listed.stdout)[0].items()
+        everywhere = run_cli("list", "--kube", "-A")
+        assert re.search(rf"^{namespace}\s+{name}\s+kuberay\s+ready", everywhere.stdout,
+                         re.MULTILINE), everywhere.stdout
+        shown = cli("status", name, "-o", "json")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["is_ready"] is True
+
+        (tmp_path / "nodes.py").write_text(
+            "import ray\nray.init()\nprint('ray nodes:', len(ray.nodes()))\n")
+        job = run_cli("job", "submit", "--kube", "-n", namespace, "--cluster", name,
+                      "--working-dir", str(tmp_path), "--", "python", "nodes.py", timeout=300)
+        assert job.returncode == 0 and "ray nodes: 2" in job.stdout, job.stderr[-2000:]
+
+        driver = subprocess.run(
+            [sys.executable, "-c", "import ray, raykube\n"
+             f"raykube.connect('kuberay:{namespace}/{name}')\n"
+             "print('alive:', sum(n['Alive'] for n in ray.nodes()))"],
+            capture_output=True, text=True, timeout=180, cwd=ROOT)
+        assert "alive: 2" in driver.stdout, driver.stderr[-2000:]
+
+        port = free_port()
+        forward = subprocess.Popen(
+            [sys.executable, "-m", "raykube.cli", "port-forward", "--kube", "-n", namespace,
+             name, "--dashboard-port", str(port), "--seconds", "120"],
+            stdout=subprocess.PIPE, stderr=(tmp_path / "forward.err").open("w"), text=True,
+            cwd=ROOT)
+        try:
+            printed = [forward.stdout.readline() for _ in range(2)] if forward.stdout else []
+            assert "export RAY_AUTH_MODE=disabled\n" in printed, "the sample has no token"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version",
+                                        timeout=30) as answer:
+                assert json.loads(answer.read())["ray_version"]
+        finally:
+            forward.terminate()
+            assert forward.wait(timeout=30) == 0, (tmp_path / "forward.err").read_text()
     finally:
         client.CoreV1Api().delete_namespace(namespace)

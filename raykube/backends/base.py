@@ -164,6 +164,8 @@ class ClusterSummary:
     backend: str
     state: str
     dashboard_url: str | None
+    namespace: str | None = None
+    """Kubernetes: the RayCluster's namespace."""
 
 
 LOG_NODES = ("all", "head", "worker")
@@ -214,8 +216,8 @@ class Backend(Protocol):
     def endpoints(self, name: str) -> Endpoints:
         """How to reach a running cluster."""
 
-    def list(self) -> list[ClusterSummary]:
-        """The clusters this backend knows."""
+    def list(self, *, all_namespaces: bool = False) -> list[ClusterSummary]:
+        """The clusters this backend knows (``all_namespaces``: Kubernetes only)."""
 
-    def spec_of(self, name: str) -> ClusterSpec:
-        """The spec running cluster ``name`` was started from."""
+    def spec_of(self, name: str) -> ClusterSpec | None:
+        """The spec running cluster ``name`` was started from (None: not made by raykube)."""

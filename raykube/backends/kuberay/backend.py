@@ -507,22 +507,25 @@ class KubeRayBackend:
         return {str(n["node_ip"]): dict(n.get("resources_total") or {})
                 for n in nodes if n.get("state") == "ALIVE"}
 
-    def list(self) -> list[ClusterSummary]:
-        """RayClusters raykube manages in the namespace."""
-        selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+    def list(self, *, all_namespaces: bool = False) -> list[ClusterSummary]:
+        """Every RayCluster in the namespace (or in all), whoever made it: raykube, Helm,
+        kubectl-ray, a GitOps tool, or KubeRay itself for a RayJob or RayService."""
+        found = self.kube.list("RayCluster", None if all_namespaces else self._ns(),
+                               all_namespaces=all_namespaces)
         return [
             ClusterSummary(name=i["metadata"]["name"], backend=self.name,
-                           state=(i.get("status") or {}).get("state", "pending") or "pending",
-                           dashboard_url=None)
-            for i in self.kube.list("RayCluster", self._ns(), labels=selector)
+                           state=state.summary_state(i), dashboard_url=None,
+                           namespace=i["metadata"].get("namespace"))
+            for i in found
         ]
 
-    def spec_of(self, name: str) -> ClusterSpec:
-        """The spec the RayCluster was rendered from (carried in the head's environment)."""
+    def spec_of(self, name: str) -> ClusterSpec | None:
+        """The spec the RayCluster was rendered from (carried in the head's environment);
+        None for a RayCluster raykube did not make."""
         cluster = self._get(name, self._ns())
         container = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-        text = next((e["value"] for e in container.get("env", []) if e["name"] == SPEC_ENV),
-                    None)
+        text = next((e.get("value") for e in container.get("env", [])
+                     if e.get("name") == SPEC_ENV), None)
         if text is None:
-            raise BackendError(f"RayCluster {name} was not made by raykube (no {SPEC_ENV})")
+            return None
         return parse_spec(yaml.safe_load(text), source=f"RayCluster {name}")

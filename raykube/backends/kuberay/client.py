@@ -203,12 +203,23 @@ class KubeClient:
         return self._plain(found) if found is not None else {}
 
     def list(self, kind: str, namespace: str | None = None, *, labels: str | None = None,
-             fields: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Objects of ``kind`` in the namespace, by label and field selector."""
+             fields: str | None = None, limit: int | None = None,
+             all_namespaces: bool = False) -> list[dict[str, Any]]:
+        """Objects of ``kind`` in the namespace (or in every namespace), by label and field
+        selector."""
         namespace = namespace or self.namespace
-        what = self._what(kind, namespace)
         selectors: dict[str, Any] = {k: v for k, v in (("label_selector", labels),
                                      ("field_selector", fields), ("limit", limit)) if v}
+        if all_namespaces:
+            what = f"{kind}s in every namespace"
+            if kind in RAY_PLURALS:
+                answer = self._call(what, self._custom.list_cluster_custom_object, RAY_GROUP,
+                                    RAY_VERSION, RAY_PLURALS[kind], **selectors)
+                return list(answer.get("items") or [])
+            api, name = _TYPED[kind]
+            every = getattr(self._apis[api], f"list_{name}_for_all_namespaces")
+            return [self._plain(item) for item in self._call(what, every, **selectors).items]
+        what = self._what(kind, namespace)
         if kind in RAY_PLURALS:
             answer = self._call(what, self._custom.list_namespaced_custom_object, RAY_GROUP,
                                 RAY_VERSION, namespace, RAY_PLURALS[kind], **selectors)

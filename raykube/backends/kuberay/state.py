@@ -80,6 +80,20 @@ def cluster_status(name: str, cluster: dict[str, Any], pods: list[dict[str, Any]
     )
 
 
+def summary_state(cluster: dict[str, Any]) -> str:
+    """One word for ``raykube list``, from KubeRay's conditions (its ``state`` field is
+    deprecated): suspended, failed, ready (provisioned with the head pod ready) or
+    provisioning."""
+    if condition_true(cluster, "RayClusterSuspended"):
+        return "suspended"
+    if condition_true(cluster, "RayClusterReplicaFailure"):
+        return "failed"
+    if condition_true(cluster, "RayClusterProvisioned") and condition_true(cluster,
+                                                                           "HeadPodReady"):
+        return "ready"
+    return "provisioning"
+
+
 def scale_patch(name: str, cluster: dict[str, Any], group: str, replicas: int,
                 pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The JSON patch that sets ``group``'s replicas of RayCluster ``cluster``.

@@ -554,8 +554,11 @@ class LocalBackend:
         """How to reach running cluster ``name``."""
         return self._endpoints(self._record(name))
 
-    def list(self) -> list[ClusterSummary]:
+    def list(self, *, all_namespaces: bool = False) -> list[ClusterSummary]:
         """Every local cluster with a record: running, or stale after a crash."""
+        if all_namespaces:
+            raise SpecError("local clusters have no namespaces: --all-namespaces is for "
+                            "Kubernetes", "drop -A, or add --kube to list RayClusters")
         summaries = []
         for name in known_names():
             try:
