@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
 
 import pytest
+import yaml
 
 import raykube
 from conftest import SPECS, run_cli
@@ -200,3 +202,24 @@ def test_cli_status_list_env(local_cluster: raykube.Cluster) -> None:
     assert f"export RAY_API_SERVER_ADDRESS={local_cluster.dashboard_url}" in env
     assert "export RAY_AUTH_MODE=token" in env
     assert "auth_token\n" in env and len(env) < 400, "points at the token, never prints it"
+
+
+def test_machine_readable_output(local_cluster: raykube.Cluster) -> None:
+    """-o json|yaml: the records the Python API returns, fields and plain properties."""
+    status = json.loads(run_cli("status", "rk-session", "-o", "json").stdout)
+    assert status["name"] == "rk-session" and status["is_ready"] is True
+    assert status["endpoints"]["dashboard_url"] == local_cluster.dashboard_url
+    assert {g["name"] for g in status["groups"]} >= {"cpu", "gpu"}
+    listed = yaml.safe_load(run_cli("list", "-o", "yaml").stdout)
+    assert {"name": "rk-session", "backend": "local", "state": "running"}.items() <= \
+        next(s for s in listed if s["name"] == "rk-session").items()
+    job = raykube.submit(local_cluster, "python -c \"print('hi')\"")
+    job.wait(timeout=120)
+    shown = json.loads(run_cli("job", "status", "--cluster", "rk-session", job.job_id,
+                               "-o", "json").stdout)
+    assert shown == {"job_id": job.job_id, "state": "SUCCEEDED", "message": shown["message"],
+                     "entrypoint": "python -c \"print('hi')\"", "driver_exit_code": 0}
+    jobs = json.loads(run_cli("job", "list", "--cluster", "rk-session", "-o", "json").stdout)
+    assert job.job_id in [j["job_id"] for j in jobs]
+    refused = run_cli("list", "-A")
+    assert refused.returncode == 2 and "--all-namespaces is for Kubernetes" in refused.stderr

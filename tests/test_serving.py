@@ -296,6 +296,11 @@ def test_serve_cli_deploys_reports_and_deletes(
     assert "v1         weight 100%  RUNNING" in deployed.stdout
     status = run_cli("serve", "status", "cli-probe", "--cluster", local_cluster.name)
     assert "service cli-probe: RUNNING" in status.stdout
+    machine = json.loads(run_cli("serve", "status", "cli-probe", "--cluster",
+                                 local_cluster.name, "-o", "json").stdout)
+    assert machine["is_running"] is True and machine["status"] == "RUNNING"
+    assert [(v["version"], v["weight"], v["running"]) for v in machine["versions"]] == [
+        ("v1", 100, 1)]
     url = status.stdout.split()[3]
     assert post_json(url, {"instances": [ROW]})["predictions"] == [10.0]
     bad = run_cli("serve", "deploy", str(spec_file), "--cluster", local_cluster.name,
