@@ -34,6 +34,16 @@ def test_one_node_type_per_group_with_its_resources_and_label() -> None:
     assert gpu["labels"][GROUP_LABEL] == "gpu-a100"
     assert gpu["resources"]["group:gpu-a100"] == 1000
     assert "GPU" not in types["cpu"]["resources"]
+    spec = load_spec(ROOT / "clusters" / "gpu.yaml")
+    assert types["cpu"]["resources"]["memory"] == spec.worker_group("cpu").ray_memory
+
+
+def test_memory_is_the_groups_and_a_ray_start_param_wins() -> None:
+    spec = load_spec(ROOT / "clusters" / "local.yaml")
+    group = spec.worker_group_specs[0]
+    assert group.ray_memory == 2 * 2**30  # memory: 2Gi
+    pinned = group.model_copy(update={"ray_start_params": {"memory": "123456789"}})
+    assert pinned.ray_memory == 123456789
 
 
 def test_autoscaled_groups_get_their_spec_bounds() -> None:

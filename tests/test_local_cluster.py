@@ -27,6 +27,11 @@ def test_session_cluster_nodes_carry_their_group(local_cluster: raykube.Cluster)
     assert {g.name for g in status.groups} == {"cpu", "gpu"}
     head = [n for n in status.nodes if n.group == "head" and n.alive]
     assert len(head) == 1 and head[0].resources.get("CPU", 0) == 0, "head has num-cpus 0"
+    # Each node advertises its group's memory (as KubeRay passes a pod's limit to --memory),
+    # not the machine's, so memory-based scheduling behaves as on Kubernetes.
+    assert head[0].resources["memory"] == 2 * 2**30, "the head's default 2Gi"
+    workers = [n for n in status.nodes if n.group == "cpu" and n.alive]
+    assert workers and all(n.resources["memory"] == 2**30 for n in workers), "memory: 1Gi"
     assert local_cluster.dashboard_url.startswith("http://127.0.0.1:")
 
 

@@ -24,7 +24,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from raykube.errors import ScaleError
-from raykube.quantity import cpu_count, parse_quantity
+from raykube.quantity import byte_count, cpu_count, parse_quantity
 from raykube.specs.base import SpecModel, check_dns_label, load, parse
 from raykube.specs.start_params import (
     ACCELERATOR,
@@ -211,6 +211,13 @@ class _PodGroup(SpecModel):
     _env = field_validator("env")(classmethod(lambda cls, v: check_env(v)))
     _quantities = field_validator("cpu", "memory", mode="before")(
         classmethod(lambda cls, v: _check_quantity(v)))
+
+    @property
+    def ray_memory(self) -> int:
+        """Bytes of memory Ray advertises on one node of the group, for memory-based
+        scheduling: rayStartParams ``memory`` wins, else the pod's memory, as KubeRay passes a
+        container's limit to ``ray start --memory``."""
+        return int(self.ray_start_params.get("memory") or byte_count(self.memory))
 
 
 class HeadGroupSpec(_PodGroup):

@@ -30,14 +30,15 @@ DEFAULT_OBJECT_STORE_BYTES = 100 * 1024**2
 """Object store per local node unless rayStartParams say otherwise; Ray's default (30% of RAM
 per node) would overcommit a laptop several times over with a few simulated nodes."""
 
-LOCAL_START_PARAMS = {"num-cpus", "num-gpus", "object-store-memory", "resources"}
+LOCAL_START_PARAMS = {"num-cpus", "num-gpus", "memory", "object-store-memory", "resources"}
 """Worker rayStartParams the local backend applies; the rest apply on Kubernetes only."""
 
 
 def group_resources(group: WorkerGroupSpec) -> dict[str, float]:
     """Ray resources one worker of ``group`` advertises (what the autoscaler plans with): its
-    CPUs, GPUs and object store, and the placement resources both backends give the group."""
-    resources: dict[str, float] = {"CPU": group.ray_cpus}
+    CPUs, GPUs, memory and object store, and the placement resources both backends give the
+    group."""
+    resources: dict[str, float] = {"CPU": group.ray_cpus, "memory": group.ray_memory}
     if group.gpu:
         resources["GPU"] = group.gpu
     resources["object_store_memory"] = int(

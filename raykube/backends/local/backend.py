@@ -91,7 +91,7 @@ _PINNABLE_PORTS = {
 }
 # Head rayStartParams raykube sets itself; the rest pass through to `ray start`.
 _MANAGED_HEAD_PARAMS = set(_PINNABLE_PORTS) | {
-    "num-cpus", "object-store-memory", "temp-dir", "autoscaling-config", "block",
+    "num-cpus", "memory", "object-store-memory", "temp-dir", "autoscaling-config", "block",
     "dashboard-host", "head",
 }
 # What `ray start` prints when the head's raylet missed Ray's fixed 30 s to register.
@@ -150,6 +150,7 @@ class LocalBackend:
         params = spec.head_group_spec.ray_start_params
         return {
             "CPU": int(params.get("num-cpus", "0")),
+            "memory": spec.head_group_spec.ray_memory,
             "object_store_memory": int(
                 params.get("object-store-memory", DEFAULT_OBJECT_STORE_BYTES)
             ),
@@ -191,6 +192,7 @@ class LocalBackend:
             f"--metrics-export-port={ports.metrics}",
             f"--temp-dir={record.temp_dir}",
             f"--num-cpus={int(resources['CPU'])}",
+            f"--memory={int(resources['memory'])}",
             f"--object-store-memory={int(resources['object_store_memory'])}",
             f"--autoscaling-config={record.autoscaler_config_path}",
             "--disable-usage-stats",

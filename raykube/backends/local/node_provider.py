@@ -1,4 +1,5 @@
-"""Ray's fake multi-node provider, with each simulated pod in a folder of its own.
+"""Ray's fake multi-node provider, with each simulated pod in a folder of its own and the
+memory of its group.
 
 Ray's ``fake_multinode`` provider starts every worker node in the head's temp folder, so all
 nodes share one session folder. On a real cluster each pod has its own, and Ray relies on it:
@@ -50,6 +51,12 @@ def _params_in(nodes_dir: str) -> type[ray_parameter.RayParams]:
             folder = node_folder(nodes_dir, node_id)
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             kwargs.setdefault("temp_dir", str(folder))
+            # Ray's provider passes every resource but CPU, GPU and object store as custom
+            # ones; memory is a node parameter of its own (`ray start --memory`).
+            resources = dict(kwargs.get("resources") or {})
+            if "memory" in resources:
+                kwargs["memory"] = int(resources.pop("memory"))
+                kwargs["resources"] = resources
             super().__init__(**kwargs)
 
     return NodeParams
