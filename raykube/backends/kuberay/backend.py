@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from raykube.backends.base import (
@@ -454,7 +455,7 @@ class KubeRayBackend:
         folder = make_private_dir(raykube_home() / "tokens")
         for stale in folder.glob("*-*"):  # left by processes that did not exit cleanly
             pid = stale.name.rsplit("-", 1)[1]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
                 stale.unlink(missing_ok=True)
         digest = hashlib.sha256(f"{self.kube.host}|{namespace}|{name}".encode()).hexdigest()
         path = folder / f"{digest[:16]}-{os.getpid()}"  # this process's: others remove theirs
