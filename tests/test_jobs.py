@@ -210,8 +210,15 @@ def test_bad_working_dirs(local_cluster: raykube.Cluster, tmp_path: Path) -> Non
     result = run_cli("job", "submit", "--cluster", "rk-session", "--working-dir", str(big),
                      "--", "true", env={"RAY_max_grpc_message_size": str(2**20)})
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "holds 3 MiB; Ray's Jobs API uploads at most 1 MiB" in result.stderr
-    assert "storage path" in result.stderr
+    assert "zips to 3.00MiB; Ray's Jobs API uploads at most 1.00MiB" in result.stderr
+    assert "storage path" in result.stderr and ".rayignore" in result.stderr
+    # What Ray's packaging leaves out is not counted: the same folder, its data ignored.
+    (big / ".rayignore").write_text("data.bin\n")
+    (big / "ok.py").write_text("print('uploaded without data.bin')\n")
+    accepted = run_cli("job", "submit", "--cluster", "rk-session", "--working-dir", str(big),
+                       "--", "python", "ok.py", env={"RAY_max_grpc_message_size": str(2**20)})
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert "uploaded without data.bin" in accepted.stdout
 
 
 def test_unknown_cluster_and_wrong_token(local_cluster: raykube.Cluster, tmp_path: Path) -> None:

@@ -17,15 +17,16 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
+import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 
@@ -72,25 +73,16 @@ class JobInfo:
         )
 
 
-def _size_of(folder: Path) -> int:
-    total = 0
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if d not in (".git", "__pycache__")]
-        for name in files:
-            try:
-                total += (Path(root) / name).stat().st_size
-            except OSError:
-                continue
-    return total
-
-
-def check_working_dir(path: str) -> str:
-    """Refuse a working dir that does not exist or that Ray could not upload.
+def check_working_dir(path: str, excludes: list[str] | None = None) -> str:
+    """Refuse, before anything is sent, a working dir that does not exist or whose package
+    Ray would not upload; return it absolute. The package is measured as Ray's own packaging
+    makes it (``.gitignore``, ``.rayignore`` and ``excludes`` honoured, zipped), so raykube
+    refuses exactly what Ray would.
 
     Raises:
-        JobError: naming the folder, its size and Ray's limit.
+        JobError: naming the folder, its package's size and Ray's limit.
     """
-    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, create_package
 
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -98,15 +90,27 @@ def check_working_dir(path: str) -> str:
             f"working dir {path!r} does not exist or is not a folder",
             "pass the folder holding your entrypoint's code, e.g. --working-dir jobs",
         )
-    size = _size_of(folder)
-    if size > GCS_STORAGE_MAX_SIZE:
-        raise JobError(
-            f"working dir {path!r} holds {size / 2**20:.0f} MiB; Ray's Jobs API uploads at most "
-            f"{GCS_STORAGE_MAX_SIZE / 2**20:.0f} MiB (zipped)",
-            "keep data and checkpoints out of the working dir (put them on the cluster's "
-            "storage path), or list large folders in runtime_env 'excludes'",
-        )
+    with tempfile.TemporaryDirectory() as scratch:
+        package = Path(scratch) / "package.zip"
+        create_package(str(folder), package, include_gitignore=True, excludes=excludes or [],
+                       logger=None)
+        size = package.stat().st_size
+    if size >= GCS_STORAGE_MAX_SIZE:
+        _too_large(path, f"{size / 2**20:.2f}MiB", f"{GCS_STORAGE_MAX_SIZE / 2**20:.2f}MiB")
     return str(folder.resolve())
+
+
+def _too_large(path: str | None, size: str, limit: str) -> NoReturn:
+    raise JobError(
+        f"working dir {path!r} zips to {size}; Ray's Jobs API uploads at most {limit}",
+        "keep data and checkpoints out of the working dir (put them on the cluster's storage "
+        "path), list them in .gitignore or .rayignore, or in runtime_env 'excludes'",
+    )
+
+
+PACKAGE_TOO_LARGE = "exceeds the maximum size"
+"""What the cluster's Ray says of a working dir package over its own limit (which may differ
+from this machine's)."""
 
 
 class Job:
@@ -269,7 +273,7 @@ def submit(
     """
     env = dict(runtime_env or {})
     if working_dir is not None:
-        env["working_dir"] = check_working_dir(working_dir)
+        env["working_dir"] = check_working_dir(working_dir, env.get("excludes"))
     client = client_for(cluster)
     try:
         job_id = client.submit_job(
@@ -278,7 +282,12 @@ def submit(
             entrypoint_resources=resources,
         )
     except (RuntimeError, ValueError) as exc:
-        raise BackendError(f"the cluster refused the job: {exc}") from exc
+        text = str(exc)
+        if PACKAGE_TOO_LARGE in text:
+            found = re.search(r"Package size \(([^)]*)\) exceeds the maximum size of ([^.]*)",
+                              text)
+            _too_large(working_dir, *(found.groups() if found else ("?", "Ray's limit")))
+        raise BackendError(f"the cluster refused the job: {text[:2000]}") from exc
     return Job(job_id, client)
 
 
