@@ -38,7 +38,7 @@ from raykube.render.rayservice import render_service_manifests
 from raykube.render.serve_config import render_serve_config
 from raykube.serving.rayservice import apply_rayservice, dry_run_rayservice
 from raykube.serving.service import ServiceStatus, deploy, get_service, list_services
-from raykube.specs.base import explain, spec_kind
+from raykube.specs.base import explain, read_yaml, spec_kind
 from raykube.specs.cluster import GROUP_RESOURCE_PREFIX, ClusterSpec, load_spec
 from raykube.specs.examples import EXAMPLES, write_example
 from raykube.specs.job import load_job_spec
@@ -230,10 +230,25 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
         print("error: no entrypoint: put the command after --, e.g. "
               "raykube job submit -- python train.py", file=sys.stderr)
         return 2
-    runtime_env = _json_object(args.runtime_env_json, "--runtime-env-json")
+    if args.runtime_env and args.runtime_env_json:
+        raise SpecError("--runtime-env and --runtime-env-json both given",
+                        "give the runtime env once: a YAML file or inline JSON")
+    runtime_env = (_yaml_file_object(args.runtime_env, "--runtime-env") if args.runtime_env
+                   else _json_object(args.runtime_env_json, "--runtime-env-json"))
+    resources = _json_object(args.entrypoint_resources, "--entrypoint-resources")
+    metadata = _json_object(args.metadata_json, "--metadata-json")
+    if resources and not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                             for v in resources.values()):
+        raise SpecError("--entrypoint-resources values must be numbers >= 0",
+                        "e.g. --entrypoint-resources '{\"group:cpu\": 1}'")
+    if metadata and not all(isinstance(v, str) for v in metadata.values()):
+        raise SpecError("--metadata-json values must be strings, as Ray keeps them",
+                        "e.g. --metadata-json '{\"commit\": \"abc123\"}'")
     job = jobs.submit(
         _target(args), entrypoint, working_dir=args.working_dir, runtime_env=runtime_env,
-        num_cpus=args.num_cpus, num_gpus=args.num_gpus, submission_id=args.submission_id,
+        num_cpus=args.entrypoint_num_cpus, num_gpus=args.entrypoint_num_gpus,
+        resources=resources, memory=args.entrypoint_memory, metadata=metadata,
+        submission_id=args.submission_id,
     )
     print(f"job {job.job_id} submitted", file=sys.stderr, flush=True)
     if args.no_wait:
@@ -376,6 +391,16 @@ def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise SpecError(f"{flag} must be a JSON object, not {type(value).__name__}",
                         f"e.g. {flag} '{{\"env_vars\": {{\"A\": \"1\"}}}}'")
+    return value
+
+
+def _yaml_file_object(path: str, flag: str) -> dict[str, Any]:
+    """The mapping a YAML (or JSON) file holds, read with raykube's safe loader (size, depth
+    and alias limits), or a SpecError naming the flag."""
+    value = read_yaml(path)
+    if not isinstance(value, dict):
+        raise SpecError(f"{flag} {path}: the file must hold a mapping (a Ray runtime env)",
+                        "e.g. working_dir: ., pip: [requests], env_vars: {A: '1'}")
     return value
 
 
@@ -669,9 +694,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = job_command("submit", cmd_job_submit,
                     "submit a job, stream its logs, exit non-zero unless it succeeds")
     p.add_argument("--working-dir", default=None, help="local folder uploaded as the job's cwd")
+    p.add_argument("--runtime-env", default=None, metavar="FILE",
+                   help="Ray runtime env from a YAML file (as ray job submit)")
     p.add_argument("--runtime-env-json", default=None, help="Ray runtime env as JSON")
-    p.add_argument("--num-cpus", type=float, default=None, help="CPUs for the entrypoint")
-    p.add_argument("--num-gpus", type=float, default=None, help="GPUs for the entrypoint")
+    p.add_argument("--entrypoint-num-cpus", "--num-cpus", type=float, default=None,
+                   help="CPUs reserved for the entrypoint")
+    p.add_argument("--entrypoint-num-gpus", "--num-gpus", type=float, default=None,
+                   help="GPUs reserved for the entrypoint")
+    p.add_argument("--entrypoint-memory", type=int, default=None,
+                   help="memory (bytes) reserved for the entrypoint")
+    p.add_argument("--entrypoint-resources", default=None,
+                   help="other resources reserved for the entrypoint, as JSON")
+    p.add_argument("--metadata-json", default=None,
+                   help="string labels kept with the job, as JSON")
     p.add_argument("--submission-id", default=None, help="job id to use")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default 3600)")

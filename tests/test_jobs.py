@@ -232,3 +232,26 @@ def test_unknown_cluster_and_wrong_token(local_cluster: raykube.Cluster, tmp_pat
     assert "rejected this client's auth token" in result.stderr
     with pytest.raises(BackendError):
         list_jobs("http://127.0.0.1:9")
+
+
+def test_job_submit_takes_ray_job_submits_flags(local_cluster: raykube.Cluster,
+                                                tmp_path: Path) -> None:
+    (tmp_path / "env.yaml").write_text("env_vars:\n  GREETING: from-the-runtime-env-file\n")
+    done = run_cli("job", "submit", "--cluster", "rk-session", "--runtime-env",
+                   str(tmp_path / "env.yaml"), "--metadata-json", '{"commit": "abc123"}',
+                   "--entrypoint-memory", str(10**6), "--entrypoint-num-cpus", "0",
+                   "--submission-id", "rk-flags", "--", "sh", "-c", 'echo "got $GREETING"')
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "got from-the-runtime-env-file" in done.stdout
+    shown = json.loads(run_cli("job", "status", "--cluster", "rk-session", "rk-flags", "-o",
+                               "json").stdout)
+    assert shown["metadata"] == {"commit": "abc123"} and shown["state"] == "SUCCEEDED"
+    # Every flag is checked before the cluster is looked up (exit 2, not 3 for "no cluster").
+    for flags, words in (
+            (["--entrypoint-resources", '{"group:cpu": -1}'], "numbers >= 0"),
+            (["--metadata-json", '{"n": 1}'], "must be strings"),
+            (["--runtime-env", str(tmp_path / "missing.yaml")], "no such spec file"),
+            (["--runtime-env", str(tmp_path / "env.yaml"), "--runtime-env-json", "{}"],
+             "both given")):
+        refused = run_cli("job", "submit", "--cluster", "nope", *flags, "--", "true")
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr

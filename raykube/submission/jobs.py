@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -60,6 +60,7 @@ class JobInfo:
     message: str
     entrypoint: str
     driver_exit_code: int | None
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, details: Any, job_id: str | None = None) -> JobInfo:
@@ -70,6 +71,7 @@ class JobInfo:
             message=details.message or "",
             entrypoint=details.entrypoint,
             driver_exit_code=getattr(details, "driver_exit_code", None),
+            metadata=dict(getattr(details, "metadata", None) or {}),
         )
 
 
@@ -252,6 +254,8 @@ def submit(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
+    memory: int | None = None,
+    metadata: dict[str, str] | None = None,
     submission_id: str | None = None,
 ) -> Job:
     """Submit ``entrypoint`` (a shell command) as a Ray job on ``cluster``.
@@ -262,7 +266,9 @@ def submit(
         entrypoint: the command, e.g. ``"python train_torch.py --epochs 5"``.
         working_dir: a local folder uploaded and used as the job's working dir.
         runtime_env: Ray runtime env (pip, env_vars, py_modules, ...); ``working_dir`` is merged.
-        num_cpus, num_gpus, resources: what the entrypoint itself reserves.
+        num_cpus, num_gpus, resources, memory: what the entrypoint itself reserves (memory in
+            bytes), as ``ray job submit``'s ``--entrypoint-*`` options.
+        metadata: string labels kept with the job (``JobInfo.metadata``).
         submission_id: a chosen job id (default: Ray picks one).
 
     Returns:
@@ -279,7 +285,7 @@ def submit(
         job_id = client.submit_job(
             entrypoint=entrypoint, runtime_env=env or None, submission_id=submission_id,
             entrypoint_num_cpus=num_cpus, entrypoint_num_gpus=num_gpus,
-            entrypoint_resources=resources,
+            entrypoint_resources=resources, entrypoint_memory=memory, metadata=metadata,
         )
     except (RuntimeError, ValueError) as exc:
         text = str(exc)
