@@ -195,6 +195,24 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    print(argcomplete.shellcode(["raykube"], shell=args.shell), end="")
+    return 0
+
+
+def cluster_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Shell completion of a cluster name: the clusters the command's backend lists
+    (``--kube``: the namespace's RayClusters; an unreachable API completes nothing)."""
+    try:
+        summaries = clusters.list_clusters(backend=getattr(parsed_args, "backend", "local"),
+                                           namespace=getattr(parsed_args, "namespace", None))
+    except RaykubeError:
+        return []
+    return [s.name for s in summaries if s.name.startswith(prefix)]
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend, namespace=args.namespace)
     if not backend.capabilities.direct_ports:
@@ -644,6 +662,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite the file if it exists")
     p.set_defaults(handler=cmd_init)
 
+    p = sub.add_parser("completion", help="print the shell completion script (commands, "
+                       "flags, cluster names)", description="Print the script that makes "
+                       "your shell complete raykube's commands, flags and cluster names, e.g. "
+                       "eval \"$(raykube completion bash)\" in ~/.bashrc.")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], help="your shell")
+    p.set_defaults(handler=cmd_completion)
+
     p = command("env", cmd_env, "print the exports that let Ray's own CLI reach a cluster")
     p.add_argument("name", help="cluster name")
 
@@ -765,6 +790,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _complete_cluster_names(parser: argparse.ArgumentParser, *, names: bool = True) -> None:
+    """Attach :func:`cluster_names` to every argument that names a cluster: ``--cluster``,
+    and a positional ``name`` except below ``serve`` (there it names a service)."""
+    for action in parser._actions:
+        if action.dest == "cluster" or (names and action.dest == "name"):
+            action.completer = cluster_names  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for command, child in action.choices.items():
+                _complete_cluster_names(child, names=names and command != "serve")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a CI runner cancelling a step, ``kill``), raised where the process is, as
     Ctrl-C is, so every command's clean-up runs: an interrupted ``up`` stops what it started,
@@ -778,7 +814,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (130 after Ctrl-C, 143 after SIGTERM)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+        import argcomplete
+
+        _complete_cluster_names(parser)
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     if args.verbose:
         logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG)
     if threading.current_thread() is threading.main_thread():

@@ -228,3 +228,31 @@ def test_machine_readable_output(local_cluster: raykube.Cluster) -> None:
     assert job.job_id in [j["job_id"] for j in jobs]
     refused = run_cli("list", "-A")
     assert refused.returncode == 2 and "--all-namespaces is for Kubernetes" in refused.stderr
+
+
+COMPLETE = """source <(raykube completion bash)
+complete_line() {
+  COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; read -a COMP_WORDS <<< "$1"
+  [[ "$1" == *" " ]] && COMP_WORDS+=("")
+  COMP_CWORD=$((${#COMP_WORDS[@]}-1)); COMPREPLY=()
+  _python_argcomplete raykube; echo "${COMPREPLY[*]}"
+}
+complete_line "raykube sta"
+complete_line "raykube status rk-se"
+complete_line "raykube job list --cluster rk-"
+complete_line "raykube serve status --o"
+"""
+
+
+def test_shell_completion_through_a_real_bash(local_cluster: raykube.Cluster) -> None:
+    """`raykube completion bash` sourced into bash completes commands, flags and the names of
+    running clusters, as the shell would on Tab."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", COMPLETE], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [line.split() for line in done.stdout.splitlines()] == [
+        ["status"], ["rk-session"], ["rk-session"], ["--output"]]
