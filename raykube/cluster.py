@@ -24,7 +24,8 @@ from raykube.backends.base import (
     ClusterSummary,
     Endpoints,
 )
-from raykube.errors import SpecError
+from raykube.errors import RaykubeError, SpecError
+from raykube.output import html_table
 from raykube.specs.cluster import ClusterSpec, load_spec
 
 
@@ -58,6 +59,24 @@ class Cluster:
         (a RayCluster from Helm, kubectl or a GitOps tool): raykube then checks nothing
         against a spec and leaves it to Ray."""
         return self.backend.spec_of(self.name)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: state, dashboard link, worker groups."""
+        try:
+            status = self.status()
+        except RaykubeError as exc:
+            return html_table(f"cluster {self.name}", [("backend", self.backend.name),
+                                                       ("state", f"unknown: {exc.message}")])
+        endpoints = status.endpoints
+        return html_table(
+            f"cluster {self.name}",
+            [("backend", self.backend.name), ("state", "ready" if status.is_ready else
+                                              "not ready"),
+             ("head", "up" if status.head_ready else "down"),
+             ("dashboard", endpoints.dashboard_url if endpoints else None)],
+            (["group", "ready", "replicas", "min", "max"],
+             [[g.name, g.ready, g.replicas, g.min_replicas, g.max_replicas]
+              for g in status.groups]))
 
     @property
     def capabilities(self) -> Capabilities:

@@ -20,6 +20,7 @@ from typing import Any
 
 from raykube.auth import apply_client_env
 from raykube.errors import BackendError, RaykubeError
+from raykube.output import html_table
 from raykube.progress import Progress, verbose
 from raykube.target import ClusterRef, resolve
 
@@ -138,6 +139,13 @@ class Connection:
     def dashboard_url(self) -> str:
         """The dashboard of the connected cluster."""
         return str(self.context.dashboard_url)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: where this kernel is connected, then Ray's own widget."""
+        ray_widget = getattr(self.context, "_repr_html_", None)
+        return html_table("raykube connection", [
+            ("address", _connected_address or "(made by ray.init)"),
+            ("dashboard", self.dashboard_url)]) + (ray_widget() if ray_widget else "")
 
     def disconnect(self) -> None:
         """Leave the cluster (``ray.shutdown()``); the cluster keeps running."""

@@ -1,5 +1,6 @@
-"""What the CLI prints for a machine or a person: ``-o json|yaml`` of raykube's status records,
-and tables whose columns fit their contents (and the terminal).
+"""What raykube shows a machine or a person: ``-o json|yaml`` of its status records,
+tables whose columns fit their contents (and the terminal), and small HTML tables for
+notebooks (``_repr_html_``).
 
 A record's machine form is its fields and its plain properties (``is_ready``, ``running``),
 recursively, with enums as their values, so a script reads exactly what the Python API returns.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import html
 import json
 import shutil
 import sys
@@ -61,3 +63,29 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
             line = line[: max(limit - 1, 0)] + "…"
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def html_table(title: str, rows: list[tuple[str, Any]],
+               columns: tuple[list[str], list[list[Any]]] | None = None) -> str:
+    """A small HTML table for a notebook (``_repr_html_``): ``title``, one row per
+    ``(label, value)``, and optionally a second table (headers, rows) below. Every value is
+    escaped; a value is a link only when it is an http(s) URL."""
+    def cell(value: Any) -> str:
+        text = "-" if value is None else str(value)
+        if text.startswith(("http://", "https://")):
+            return f'<a href="{html.escape(text, quote=True)}" target="_blank">' \
+                   f"{html.escape(text)}</a>"
+        return html.escape(text)
+
+    parts = [f"<div><strong>{html.escape(title)}</strong><table>"]
+    parts += [f"<tr><th style='text-align:left'>{html.escape(label)}</th><td "
+              f"style='text-align:left'>{cell(value)}</td></tr>" for label, value in rows]
+    parts.append("</table>")
+    if columns:
+        headers, body = columns
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+                     + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+                  for row in body]
+        parts.append("</table>")
+    return "".join(parts) + "</div>"

@@ -16,6 +16,10 @@ def outputs(cell: dict) -> str:  # type: ignore[type-arg]
     return "".join(o.get("text", "") for o in cell.get("outputs", []))
 
 
+def html_of(cell: dict) -> str:  # type: ignore[type-arg]
+    return "".join(o.get("data", {}).get("text/html", "") for o in cell.get("outputs", []))
+
+
 def test_example_notebook_runs_against_the_cluster(local_cluster: raykube.Cluster) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -31,9 +35,15 @@ def test_example_notebook_runs_against_the_cluster(local_cluster: raykube.Cluste
     assert "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in outputs(code[1])
     accuracy = float(outputs(code[2]).split("final test accuracy: ")[1].split()[0])
     assert accuracy >= 0.9
-    images = [o for o in code[3].outputs if "image/png" in o.get("data", {})]
+    connection = html_of(code[0])
+    assert "raykube connection" in connection and local_cluster.dashboard_url in connection
+    shown = html_of(code[3])
+    assert f"cluster {local_cluster.name}" in shown and ">ready<" in shown
+    assert f'<a href="{local_cluster.dashboard_url}"' in shown, "the dashboard is a link"
+    assert "training result" in shown and "metrics.test_accuracy" in shown
+    images = [o for o in code[4].outputs if "image/png" in o.get("data", {})]
     assert images, "the accuracy plot is shown"
-    assert "disconnected: True" in outputs(code[4])
+    assert "disconnected: True" in outputs(code[5])
 
 
 @pytest.mark.unit
@@ -49,3 +59,14 @@ def test_version_mismatch_is_explained() -> None:
         import ray
 
         _check_versions(SimpleNamespace(ray_version=ray.__version__, python_version="3.10.4"))
+
+
+@pytest.mark.unit
+def test_notebook_tables_escape_values_and_link_only_http() -> None:
+    from raykube.output import html_table
+
+    shown = html_table("<b>x</b>", [("a", "<script>alert(1)</script>"),
+                                     ("b", "javascript:alert(1)"), ("c", "https://ok/?a=1&b=2")])
+    assert "<script>" not in shown and "&lt;script&gt;" in shown and "<b>x" not in shown
+    assert 'href="javascript' not in shown
+    assert '<a href="https://ok/?a=1&amp;b=2"' in shown

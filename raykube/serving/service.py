@@ -24,7 +24,8 @@ from typing import Any
 from raykube import frameworks
 from raykube.cluster import Cluster
 from raykube.dashboard import DashboardClient, jobs_client
-from raykube.errors import ServeError, SpecError
+from raykube.errors import RaykubeError, ServeError, SpecError
+from raykube.output import html_table
 from raykube.progress import Progress
 from raykube.render.serve_config import (
     MODEL_DEPLOYMENT,
@@ -250,6 +251,18 @@ class Service:
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, cluster={self.cluster.name!r})"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the endpoint and each version's share and replicas."""
+        try:
+            status = self.status()
+        except RaykubeError as exc:
+            return html_table(f"service {self.name}", [("state", f"unknown: {exc.message}")])
+        return html_table(
+            f"service {self.name}", [("state", status.status), ("url", status.url),
+                                     ("cluster", self.cluster.name)],
+            (["version", "weight %", "state", "replicas running"],
+             [[v.version, v.weight, v.status, v.running] for v in status.versions]))
 
     def status(self) -> ServiceStatus:
         """What Serve reports about the router and every version.

@@ -31,7 +31,8 @@ from typing import Any, NoReturn
 import requests
 
 from raykube.dashboard import jobs_client
-from raykube.errors import BackendError, JobError, JobFailed
+from raykube.errors import BackendError, JobError, JobFailed, RaykubeError
+from raykube.output import html_table
 from raykube.target import ClusterRef, resolve
 from raykube.waiting import wait_for
 
@@ -124,6 +125,16 @@ class Job:
 
     def __repr__(self) -> str:
         return f"Job({self.job_id!r})"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the job's state now."""
+        try:
+            info = self.info()
+        except RaykubeError as exc:
+            return html_table(f"job {self.job_id}", [("state", f"unknown: {exc.message}")])
+        return html_table(f"job {self.job_id}", [
+            ("state", info.state.value), ("entrypoint", info.entrypoint),
+            ("message", info.message or None), ("exit code", info.driver_exit_code)])
 
     def info(self) -> JobInfo:
         """The job's state, message and exit code now.

@@ -25,6 +25,7 @@ from raykube import frameworks, worker
 from raykube.connection import ensure_connected
 from raykube.errors import RaykubeError, TrainError
 from raykube.frameworks import TrainerRequest
+from raykube.output import html_table
 from raykube.private import why_not_private
 from raykube.progress import verbose
 from raykube.specs.cluster import ClusterSpec, WorkerGroupSpec, group_resource
@@ -147,6 +148,13 @@ class TrainResult:
     path: str
     return_value: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the last metrics and where the checkpoints are."""
+        return html_table("training result", [
+            *((f"metrics.{k}", f"{v:.4g}" if isinstance(v, float) else v)
+              for k, v in self.metrics.items()),
+            ("checkpoint", self.checkpoint), ("run folder", self.path)])
 
     def state(self, best: bool = False) -> dict[str, Any] | None:
         """The state reported into the latest (or best) checkpoint."""
