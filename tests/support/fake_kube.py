@@ -38,12 +38,13 @@ class FakeKube:
         return copy.deepcopy(self.objects[key])
 
     def list(self, kind: str, namespace: str | None = None, *, labels: str | None = None,
-             fields: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+             fields: str | None = None, limit: int | None = None,
+             all_namespaces: bool = False) -> list[dict[str, Any]]:
         wanted = dict(part.split("=", 1) for part in labels.split(",")) if labels else {}
         field_name = fields.split("=", 1)[1] if fields else None
         found = []
         for (k, ns, _), obj in self.objects.items():
-            if k != kind or ns != (namespace or self.namespace):
+            if k != kind or (not all_namespaces and ns != (namespace or self.namespace)):
                 continue
             obj_labels = obj["metadata"].get("labels") or {}
             if any(obj_labels.get(key) != value for key, value in wanted.items()):
@@ -57,12 +58,14 @@ class FakeKube:
                    namespace: str | None = None) -> None:
         self.patches.append((kind, name, patch))
 
-    def apply(self, body: dict[str, Any]) -> None:
+    def apply(self, body: dict[str, Any], *, dry_run: bool = False) -> None:
         self.applied.append(body)
-        self.add(copy.deepcopy(body))
+        if not dry_run:
+            self.add(copy.deepcopy(body))
 
-    def create(self, body: dict[str, Any]) -> None:
-        self.add(copy.deepcopy(body))
+    def create(self, body: dict[str, Any], *, dry_run: bool = False) -> None:
+        if not dry_run:
+            self.add(copy.deepcopy(body))
 
     def delete(self, kind: str, name: str, namespace: str | None = None, **_: Any) -> None:
         self.objects.pop((kind, namespace or self.namespace, name), None)
