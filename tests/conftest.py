@@ -162,7 +162,9 @@ def make_namespace(name: str) -> str:
     """Create namespace ``name`` plus a random suffix; return its name."""
     from kubernetes import client, config
 
-    config.load_kube_config()
+    # The file named now: the client fixes its default path when `kubernetes` is first
+    # imported, which parsing a spec's quantities may have done before KUBECONFIG was set.
+    config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     full = f"{name}-{os.urandom(2).hex()}"
     client.CoreV1Api().create_namespace({"metadata": {"name": full}})
     return full

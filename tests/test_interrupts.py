@@ -15,6 +15,7 @@ import pytest
 
 import raykube
 from conftest import ROOT, run_cli
+from support.raylet_hold import raylet_wrapper
 from raykube.backends.local.processes import processes_mentioning
 from raykube.backends.local.state import LocalRecord, ray_temp_dir
 from raykube.dashboard import DashboardClient
@@ -29,10 +30,10 @@ PREDICTORS = Path(__file__).resolve().parent / "predictors"
 class RunningCli:
     """A raykube command running in the background, its stderr collected as it comes."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "raykube.cli", *args], cwd=ROOT, text=True,
-            env={**os.environ, "RAYKUBE_QUIET": "0"}, stdin=subprocess.DEVNULL,
+            env={**os.environ, "RAYKUBE_QUIET": "0", **(env or {})}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         self.err: list[str] = []
@@ -55,8 +56,10 @@ def test_sigterm_during_up_stops_what_it_started(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({"name": "rk-cut", "workerGroupSpecs": [
         {"groupName": "g", "replicas": 1, "maxReplicas": 1, "cpu": 1}]}))
-    up = RunningCli("up", str(spec))
-    up.wait_for_output("workers joined")  # the head runs; its worker is on the way
+    # The head runs; its worker's raylet is held on its way (stopped before it starts), so the
+    # signal lands while `up` waits for it, every time.
+    up = RunningCli("up", str(spec), env=raylet_wrapper(tmp_path, hold="later"))
+    up.wait_for_output("workers joined: g 0/1")
     assert up.stop_with(signal.SIGTERM) == 143
     assert "terminated" in "".join(up.err)
     assert LocalRecord.load("rk-cut") is None

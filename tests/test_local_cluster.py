@@ -12,6 +12,7 @@ import yaml
 
 import raykube
 from conftest import SPECS, run_cli
+from support.raylet_hold import raylet_wrapper
 from raykube.backends.local.processes import find_processes, is_alive
 from raykube.backends.local.processes import processes_mentioning as ray_processes_under
 from raykube.backends.local.state import LocalRecord
@@ -159,18 +160,9 @@ def test_head_started_again_when_its_raylet_misses_rays_wait(
     failed `up`. The slow raylet is a stand-in for one a busy machine starves: through Ray's
     own hook for wrapping the raylet (``RAY_RAYLET_VALGRIND`` runs ``valgrind ARGS raylet``),
     a ``valgrind`` on PATH that stops itself before it runs the raylet, the first time only."""
-    flag = tmp_path / "frozen.pid"
-    wrapper = tmp_path / "bin" / "valgrind"
-    wrapper.parent.mkdir()
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        "while [ \"${1#--}\" != \"$1\" ]; do shift; done\n"  # valgrind's own --flags
-        f"if [ ! -e {flag} ]; then echo $$ > {flag}; kill -STOP $$; fi\n"
-        'exec "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
-    monkeypatch.setenv("RAY_RAYLET_VALGRIND", "1")
+    for key, value in raylet_wrapper(tmp_path, hold="first").items():
+        monkeypatch.setenv(key, value)
+    flag = tmp_path / "first.pid"
     monkeypatch.setenv("RAYKUBE_QUIET", "0")
     spec = parse_spec({"name": "rk-slow-head", "workerGroupSpecs": []})
     cluster = raykube.up(spec, timeout=120)
@@ -223,7 +215,8 @@ def test_machine_readable_output(local_cluster: raykube.Cluster) -> None:
     shown = json.loads(run_cli("job", "status", "--cluster", "rk-session", job.job_id,
                                "-o", "json").stdout)
     assert shown == {"job_id": job.job_id, "state": "SUCCEEDED", "message": shown["message"],
-                     "entrypoint": "python -c \"print('hi')\"", "driver_exit_code": 0}
+                     "entrypoint": "python -c \"print('hi')\"", "driver_exit_code": 0,
+                     "metadata": {}}
     jobs = json.loads(run_cli("job", "list", "--cluster", "rk-session", "-o", "json").stdout)
     assert job.job_id in [j["job_id"] for j in jobs]
     refused = run_cli("list", "-A")
@@ -239,7 +232,7 @@ complete_line() {
 }
 complete_line "raykube sta"
 complete_line "raykube status rk-se"
-complete_line "raykube job list --cluster rk-"
+complete_line "raykube job list --cluster rk-sess"
 complete_line "raykube serve status --o"
 """
 
