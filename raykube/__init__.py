@@ -21,6 +21,7 @@ from raykube.errors import (
     TrainError,
 )
 from raykube.connection import Connection, connect
+from raykube.monitoring import write_monitoring
 from raykube.serving.rayservice import apply_rayservice
 from raykube.serving.service import Service, deploy, get_service
 from raykube.specs.cluster import ClusterSpec, load_spec
@@ -68,4 +69,5 @@ __all__ = [
     "submit",
     "train",
     "up",
+    "write_monitoring",
 ]

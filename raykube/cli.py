@@ -30,6 +30,7 @@ from raykube.backends import BACKENDS, get_backend
 from raykube.backends.base import LOG_NODES, ClusterStatus
 from raykube.backends.kuberay.backend import KubeRayBackend
 from raykube.errors import RaykubeError, SpecError
+from raykube.monitoring import prometheus_yaml, write_monitoring
 from raykube.output import FORMATS, dump, table
 from raykube.progress import LOGGER_NAME
 from raykube.render.cluster import TOKEN_KEY, render_all, to_yaml
@@ -213,6 +214,20 @@ def cluster_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> lis
     return [s.name for s in summaries if s.name.startswith(prefix)]
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    cluster = clusters.get(args.name, backend=args.backend, namespace=args.namespace)
+    if not args.out:
+        print(prometheus_yaml(cluster, scrape_interval=args.scrape_interval), end="")
+        return 0
+    files = write_monitoring(cluster, args.out, scrape_interval=args.scrape_interval,
+                             alert_for=args.alert_for)
+    print(f"wrote {files.config} (scrapes {cluster.name}), {files.rules}, "
+          f"{len(files.dashboards)} raykube and {len(files.ray_dashboards)} Ray Grafana "
+          f"dashboards in {files.config.parent / 'dashboards'}")
+    print(f"next: prometheus --config.file={files.config}", file=sys.stderr)
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend, namespace=args.namespace)
     if not backend.capabilities.direct_ports:
@@ -387,7 +402,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         objects = render_service_manifests(load_serve_spec(args.spec))
     else:
         spec = _cluster_spec(args)
-        objects = render_all(spec, pod_monitor=args.pod_monitor)
+        objects = render_all(spec)
         if spec.token_secret:
             print(f"note: the pods read their Ray token from Secret {spec.token_secret} (key "
                   f"{TOKEN_KEY}); `raykube up --kube` creates it, or: kubectl create secret "
@@ -576,6 +591,21 @@ def _add_dry_run_option(p: argparse.ArgumentParser) -> None:
                    "admission, RBAC) and create nothing, as kubectl's --dry-run=server")
 
 
+def _add_monitoring_options(p: argparse.ArgumentParser) -> None:
+    """The spec's ``monitoring:`` switches, from the command line."""
+    p.add_argument("--pod-monitor", action="store_true",
+                   help="Kubernetes: PodMonitors for the head and workers (monitoring.podMonitor)")
+    p.add_argument("--service-monitor", action="store_true",
+                   help="Kubernetes: a ServiceMonitor on the head (monitoring.serviceMonitor)")
+    p.add_argument("--alerts", action="store_true",
+                   help="Kubernetes: raykube's alert rules as a PrometheusRule")
+    p.add_argument("--grafana", action="store_true",
+                   help="Kubernetes: raykube's and Ray's Grafana dashboards as ConfigMaps")
+    p.add_argument("--release", default=None,
+                   help="the Prometheus operator's release label (default: the spec's, "
+                   "'prometheus')")
+
+
 def _add_network_policy_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network-policy", action="store_true",
                    help="Kubernetes: also a NetworkPolicy admitting only the cluster's own pods "
@@ -587,6 +617,14 @@ def _cluster_spec(args: argparse.Namespace) -> ClusterSpec:
     spec = load_spec(args.spec)
     if args.network_policy:
         spec.network_policy = True
+    switches = {"pod_monitor": args.pod_monitor, "service_monitor": args.service_monitor,
+                "alerts": args.alerts, "grafana": args.grafana}
+    chosen = {key: True for key, on in switches.items() if on}
+    if args.release:
+        chosen["release"] = args.release
+    if chosen:
+        spec.monitoring = type(spec.monitoring).model_validate(
+            {**spec.monitoring.model_dump(), **chosen})
     return spec
 
 
@@ -620,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="cluster spec file, e.g. clusters/local.yaml")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (default 180)")
     _add_network_policy_option(p)
+    _add_monitoring_options(p)
     _add_dry_run_option(p)
 
     p = command("status", cmd_status, "show groups, nodes, resources and health")
@@ -669,6 +708,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("shell", choices=["bash", "zsh", "fish"], help="your shell")
     p.set_defaults(handler=cmd_completion)
 
+    p = command("metrics", cmd_metrics, "print (or write with --out) the Prometheus scrape "
+                "configuration of a local cluster, with raykube's alert rules and dashboards")
+    p.add_argument("name", help="cluster name")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write prometheus.yml, raykube-alerts.yml and dashboards/ here")
+    p.add_argument("--scrape-interval", default="15s", help="scrape and rule interval")
+    p.add_argument("--alert-for", default=None,
+                   help="how long an alert's condition must hold (overrides each rule's)")
+
     p = command("env", cmd_env, "print the exports that let Ray's own CLI reach a cluster")
     p.add_argument("name", help="cluster name")
 
@@ -693,8 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "apply / GitOps)", description="Print the KubeRay manifests of a spec.")
     p.add_argument("spec", help="cluster spec file, a job spec (kind: RayJob) or a serve spec "
                    "(kind: Serve, rendered as a RayService)")
-    p.add_argument("--pod-monitor", action="store_true",
-                   help="also a Prometheus-operator PodMonitor for the Ray metrics")
+    _add_monitoring_options(p)
     _add_network_policy_option(p)
     p.set_defaults(handler=cmd_manifest)
 

@@ -35,6 +35,7 @@ from raykube.frameworks import tensorflow as _tensorflow
 from raykube.frameworks import torch as _torch
 from raykube.frameworks.state import StateError, read_state, write_state
 from raykube.progress import LOGGER_NAME
+from raykube.worker_metrics import TrainMetrics
 
 logger = logging.getLogger(f"{LOGGER_NAME}.train")
 
@@ -42,6 +43,8 @@ _framework: str | None = None
 _run_dir: str | None = None
 _feed: Any = None
 """The queue rank 0 puts its reports on for the driver (:mod:`raykube.training.feed`)."""
+_metrics: TrainMetrics | None = None
+"""Rank 0's exported series of this run (made on its first report)."""
 _last_metrics: dict[str, Any] | None = None
 """What this worker last passed to :func:`report` in this run (checkpoint or not)."""
 
@@ -53,8 +56,8 @@ def _activate(framework: str, run_dir: str | None, feed: Any = None,
               ray_log_level: str = "INFO") -> None:
     """Called by raykube's wrapper before the user's loop runs on a worker: the framework's
     process and worker start hooks (MXNet's numpy alias, TensorFlow's strategy)."""
-    global _framework, _run_dir, _last_metrics, _feed
-    _framework, _run_dir, _last_metrics, _feed = framework, run_dir, None, feed
+    global _framework, _run_dir, _last_metrics, _feed, _metrics
+    _framework, _run_dir, _last_metrics, _feed, _metrics = framework, run_dir, None, feed, None
     _quiet_ray_train_reports(ray_log_level)
     chosen = frameworks.get(framework)
     chosen.on_process_start()
@@ -192,6 +195,8 @@ def report(metrics: dict[str, Any], *, state: dict[str, Any] | None = None) -> N
         ray.train.get_context()
     except RuntimeError:
         return  # not inside a training run: nothing to report to
+    if ctx.is_chief:
+        _run_metrics(ctx).reported(metrics, checkpoint=state is not None)
     if state is not None and ctx.is_chief:
         with tempfile.TemporaryDirectory() as folder:
             write_state(folder, state)
@@ -216,6 +221,14 @@ def _to_driver(metrics: dict[str, Any]) -> None:
         except Exception:  # full, gone, or a value it cannot carry: progress is best effort
             pass
     logger.info("training: %s", metrics_text(metrics))
+
+
+def _run_metrics(ctx: WorkerContext) -> TrainMetrics:
+    """This run's exported series (rank 0 only), made once per run."""
+    global _metrics
+    if _metrics is None:
+        _metrics = TrainMetrics(ctx.experiment, ctx.framework)
+    return _metrics
 
 
 def load_state(checkpoint_dir: str) -> dict[str, Any]:
@@ -254,9 +267,12 @@ def restore() -> dict[str, Any] | None:
         except StateError as exc:
             refused.append(f"{checkpoint.path}: {exc}")
             continue
-        if refused and context().is_chief:
-            logger.warning("resuming from %s: the newer checkpoint(s) cannot be read (%s)",
-                           checkpoint.path, "; ".join(refused))
+        ctx = context()
+        if ctx.is_chief:
+            _run_metrics(ctx).restarted()
+            if refused:
+                logger.warning("resuming from %s: the newer checkpoint(s) cannot be read (%s)",
+                               checkpoint.path, "; ".join(refused))
         return state
     raise StateError("no checkpoint of this run can be read: " + "; ".join(refused))
 

@@ -26,7 +26,7 @@ from raykube.quantity import parse_quantity
 from raykube.render.cluster import render_all
 from raykube.render.rayjob import render_rayjob
 from raykube.render.serve_config import render_serve_config
-from raykube.specs.cluster import parse_spec
+from raykube.specs.cluster import MonitoringSpec, parse_spec
 from raykube.specs.job import RayJobSpec
 from raykube.specs.serve import parse_serve_spec
 from raykube.specs.start_params import SAFE_VALUE
@@ -88,7 +88,8 @@ def test_a_cluster_spec_is_valid_and_renders_or_is_a_clear_spec_error(path: tupl
     except SpecError as error:
         refused_clearly(error)
         return
-    objects = render_all(spec, pod_monitor=True)
+    spec.monitoring = MonitoringSpec(podMonitor=True, serviceMonitor=True, alerts=True)
+    objects = render_all(spec)
     build_autoscaler_config(spec, gcs_address="127.0.0.1:6379", head_resources={"CPU": 0},
                             targets={g.group_name: None for g in spec.worker_group_specs},
                             nodes_dir="/tmp/rk-x/nodes")

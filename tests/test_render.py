@@ -13,8 +13,8 @@ import yaml
 
 from conftest import ROOT
 from raykube.errors import SpecError
-from raykube.render.cluster import render_all, render_pod_monitor, render_raycluster, to_yaml
-from raykube.specs.cluster import load_spec, parse_spec
+from raykube.render.cluster import render_all, render_raycluster, to_yaml
+from raykube.specs.cluster import MonitoringSpec, load_spec, parse_spec
 
 pytestmark = pytest.mark.unit
 
@@ -37,11 +37,49 @@ def test_rendered_raycluster_is_valid_against_the_crd(path: Path) -> None:
     jsonschema.validate(manifest, crd_schema(CRDS / "ray.io_rayclusters.yaml"))
 
 
+def monitored(path: Path = ROOT / "clusters" / "gpu.yaml") -> Any:
+    spec = load_spec(path)
+    spec.monitoring = MonitoringSpec(podMonitor=True, serviceMonitor=True, alerts=True,
+                                     grafana=True, release="kube-prom")
+    return spec
+
+
 @needs_crds
-def test_pod_monitor_is_valid_against_its_crd() -> None:
-    monitor = render_pod_monitor(load_spec(ROOT / "clusters" / "gpu.yaml"))
-    jsonschema.validate(monitor, crd_schema(CRDS / "monitoring" /
-                                            "monitoring.coreos.com_podmonitors.yaml"))
+def test_monitoring_objects_are_valid_against_their_crds() -> None:
+    objects = render_all(monitored())
+    kinds = {"PodMonitor": "podmonitors", "ServiceMonitor": "servicemonitors",
+             "PrometheusRule": "prometheusrules"}
+    checked = 0
+    for body in objects:
+        if body["kind"] in kinds:
+            schema = CRDS / "monitoring" / f"monitoring.coreos.com_{kinds[body['kind']]}.yaml"
+            if schema.is_file():
+                jsonschema.validate(body, crd_schema(schema))
+                checked += 1
+            assert body["metadata"]["labels"]["release"] == "kube-prom"
+    assert checked >= 3, "the PodMonitors and ServiceMonitor at least"
+    head = next(b for b in objects if b["metadata"]["name"] == "gpu-ray-head"
+                and b["kind"] == "PodMonitor")
+    assert [e["port"] for e in head["spec"]["podMetricsEndpoints"]] == [
+        "metrics", "as-metrics", "dash-metrics"]
+    assert head["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["targetLabel"] == \
+        "ray_io_cluster"
+    cluster = next(b for b in objects if b["kind"] == "RayCluster")
+    ports = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"as-metrics", "dash-metrics", "metrics"} <= {p["name"] for p in ports}, \
+        "the head names the ports the PodMonitor scrapes"
+
+
+def test_grafana_dashboards_are_configmaps_for_the_sidecar() -> None:
+    maps = [b for b in render_all(monitored()) if b["kind"] == "ConfigMap"]
+    uids = set()
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["labels"]["raykube.io/cluster"] == "gpu"
+        (name, text), = config_map["data"].items()
+        uids.add(json.loads(text)["uid"])
+        assert len(text) < 1_000_000, "a ConfigMap holds at most 1 MiB"
+    assert {"raykube-training", "raykube-serving", "rayDefaultDashboard"} <= uids
 
 
 @needs_crds
@@ -124,7 +162,7 @@ def test_spec_travels_to_the_pods_for_jobs() -> None:
 
 
 def test_yaml_stream_round_trips() -> None:
-    objects = render_all(load_spec(ROOT / "clusters" / "gpu.yaml"), pod_monitor=True)
+    objects = render_all(monitored())
     assert list(yaml.safe_load_all(to_yaml(objects))) == objects
 
 

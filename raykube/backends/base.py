@@ -168,6 +168,19 @@ class ClusterSummary:
     """Kubernetes: the RayCluster's namespace."""
 
 
+@dataclass(frozen=True)
+class ScrapeTargets:
+    """Where Prometheus finds a running cluster's metrics from this machine."""
+
+    discovery_file: str
+    """Ray's service-discovery file (``file_sd`` format): every node's metrics agent, kept
+    current by the head as nodes come and go."""
+    head_targets: list[str]
+    """``host:port`` of the autoscaler's and the dashboard's own metrics."""
+    ray_dashboards: str
+    """The folder of Grafana dashboards Ray generated for this Ray version."""
+
+
 LOG_NODES = ("all", "head", "worker")
 """Which nodes' logs :meth:`Backend.logs` copies."""
 
@@ -215,6 +228,10 @@ class Backend(Protocol):
 
     def endpoints(self, name: str) -> Endpoints:
         """How to reach a running cluster."""
+
+    def scrape_targets(self, name: str) -> ScrapeTargets:
+        """Where a Prometheus on this machine scrapes the cluster (local clusters; on
+        Kubernetes, Prometheus finds the pods through monitors instead)."""
 
     def list(self, *, all_namespaces: bool = False) -> list[ClusterSummary]:
         """The clusters this backend knows (``all_namespaces``: Kubernetes only)."""

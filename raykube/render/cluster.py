@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from raykube.render.meta import HEAD_METRICS_PORTS, HEAD_PORTS, MANAGED_BY, PORT_NAMES, metadata
+from raykube.render.monitoring import render_monitoring
 from raykube.specs.cluster import (
     GPU_RESOURCE,
     SPEC_ENV,
@@ -27,18 +29,9 @@ from raykube.specs.cluster import (
 )
 from raykube.specs.start_params import parse_resources_param
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "raykube"}
 STORAGE_VOLUME = "raykube-storage"
 STORAGE_PATH = "/mnt/raykube-storage"
 """Where the checkpoint claim is mounted when the spec's storage names no path."""
-
-HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
-"""The head pod's ports by role: KubeRay's defaults, which its head service exposes. The roles
-``gcs``, ``dashboard``, ``client`` and ``serve`` are what clients reach (see Endpoints)."""
-
-_PORT_NAMES = {"gcs": "gcs-server"}
-"""KubeRay's container port name where it differs from the role."""
-
 
 def format_resources_param(resources: dict[str, float]) -> str:
     """A ``resources`` rayStartParam that survives the shell: KubeRay pastes rayStartParams
@@ -48,13 +41,7 @@ def format_resources_param(resources: dict[str, float]) -> str:
     return f"'{compact}'"
 
 
-def metadata(name: str, namespace: str | None) -> dict[str, Any]:
-    """``metadata`` of every object raykube renders: name, managed-by label, and the namespace
-    only where the spec names one (as KubeRay's samples do), so ``kubectl apply -n`` works."""
-    meta: dict[str, Any] = {"name": name, "labels": dict(MANAGED_BY)}
-    if namespace:
-        meta["namespace"] = namespace
-    return meta
+
 
 
 def claim_name(spec: ClusterSpec) -> str | None:
@@ -143,8 +130,8 @@ def _head_group(spec: ClusterSpec, head: HeadGroupSpec) -> dict[str, Any]:
         "name": "ray-head",
         "image": head.image or spec.resolved_image,
         "resources": _resources(head.cpu, head.memory),
-        "ports": [{"name": _PORT_NAMES.get(role, role), "containerPort": port}
-                  for role, port in HEAD_PORTS.items()],
+        "ports": [{"name": PORT_NAMES.get(role, role), "containerPort": port}
+                  for role, port in {**HEAD_PORTS, **HEAD_METRICS_PORTS}.items()],
         **_container_env(spec, head),
     }, api_token=spec.enable_in_tree_autoscaling)
     return {
@@ -264,19 +251,6 @@ def render_storage_claim(spec: ClusterSpec) -> dict[str, Any] | None:
     }
 
 
-def render_pod_monitor(spec: ClusterSpec) -> dict[str, Any]:
-    """A Prometheus-operator PodMonitor scraping every Ray node's metrics port (8080)."""
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PodMonitor",
-        "metadata": metadata(f"{spec.name}-ray", spec.namespace),
-        "spec": {
-            "selector": {"matchLabels": {"ray.io/cluster": spec.name}},
-            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics"}],
-        },
-    }
-
-
 def render_network_policy(spec: ClusterSpec) -> dict[str, Any]:
     """A NetworkPolicy admitting to the cluster's pods only the cluster's own pods (any port:
     Ray's nodes talk on many), Serve's HTTP port from pods of the namespace, and the metrics
@@ -301,15 +275,14 @@ def render_network_policy(spec: ClusterSpec) -> dict[str, Any]:
     }
 
 
-def render_all(spec: ClusterSpec, *, pod_monitor: bool = False) -> list[dict[str, Any]]:
+def render_all(spec: ClusterSpec) -> list[dict[str, Any]]:
     """Every object ``raykube up --backend kuberay`` creates for ``spec``, in creation order
-    (the token Secret aside: it is made where the token stays secret, see KubeRayBackend.up)."""
+    (the token Secret aside: it is made where the token stays secret, see KubeRayBackend.up),
+    with the monitoring objects its ``monitoring`` asks for."""
     objects = [o for o in (render_storage_claim(spec), render_raycluster(spec)) if o]
     if spec.network_policy:
         objects.append(render_network_policy(spec))
-    if pod_monitor:
-        objects.append(render_pod_monitor(spec))
-    return objects
+    return objects + render_monitoring(spec)
 
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:

@@ -6,7 +6,8 @@ from typing import Any
 
 import yaml
 
-from raykube.render.cluster import metadata, render_raycluster
+from raykube.render.cluster import render_raycluster
+from raykube.render.meta import metadata
 from raykube.specs.cluster import ClusterSpec
 from raykube.specs.job import RayJobSpec
 

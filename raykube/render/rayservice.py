@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from raykube.errors import SpecError
-from raykube.render.cluster import HEAD_PORTS, metadata, render_raycluster
+from raykube.render.cluster import render_raycluster
+from raykube.render.meta import HEAD_PORTS, metadata
 from raykube.render.serve_config import render_serve_config
 from raykube.specs.cluster import ClusterSpec, load_spec
 from raykube.specs.serve import ServeSpec

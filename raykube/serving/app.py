@@ -2,7 +2,10 @@
 
 ``Router`` (the service's HTTP ingress) checks a request's JSON, picks a version by the
 configured traffic shares, calls that version's ``Model`` and answers
-``{"predictions": [...], "version": "v2"}``. Bad input is a 400 with the reason, a body over
+``{"predictions": [...], "version": "v2", "id": "..."}``; ``POST <route>/feedback`` with
+``{"id": ..., "label": ...}`` tells it the true label of an earlier answer, and its metrics
+(:mod:`raykube.serving.metrics`) count requests, durations, retries, class labels and feedback
+per version. Bad input is a 400 with the reason, a body over
 :data:`MAX_BODY_BYTES` a 413, and a request that takes longer than :data:`REQUEST_TIMEOUT_S` a
 504: one request cannot take the service down. A replica that could not be reached is retried
 (predictions are idempotent), and one that died holding the request is retried once on
@@ -28,6 +31,7 @@ import importlib
 import json
 import math
 import random
+import time
 from typing import Any
 
 from ray import serve
@@ -36,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from raykube import frameworks
+from raykube.serving.metrics import RecentAnswers, ServeMetrics
 from raykube.specs.serve import model_app_name
 
 RETRIES = 3
@@ -70,6 +75,9 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 SHOWN = 40
 """How much of a bad value an error message echoes."""
+
+FEEDBACK_PATH = "feedback"
+"""``POST <route>/feedback`` takes the true labels of an earlier answer."""
 
 
 class InvalidInput(ValueError):
@@ -191,6 +199,8 @@ class Router:
         self.service = service
         self.weights: dict[str, int] = {}
         self.handles: dict[str, Any] = {}
+        self.metrics = ServeMetrics(service)
+        self.answers = RecentAnswers()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """New traffic shares, applied in place (canary, promote, roll back)."""
@@ -210,33 +220,67 @@ class Router:
         if request.method == "GET":
             return JSONResponse({"service": self.service, "weights": self.weights})
         body = await _read_body(request)
+        if request.url.path.rstrip("/").endswith("/" + FEEDBACK_PATH):
+            return self._feedback(body)
+        started = time.perf_counter()
+        version, answer = await self._answer(body)
+        self.metrics.answered(version, answer.status_code, time.perf_counter() - started)
+        return answer
+
+    async def _answer(self, body: bytes | None) -> tuple[str | None, JSONResponse]:
+        """The version that answered (None when none was picked) and the answer."""
         if body is None:
-            return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            return None, _error(413, f"body over {MAX_BODY_BYTES} bytes")
         try:
             if len(body) <= INLINE_PARSE_BYTES:
                 instances = parse_instances(body)
             else:
                 instances = await asyncio.to_thread(parse_instances, body)
         except InvalidInput as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return None, _error(400, str(exc))
         version = self.pick_version()
         # Taken now, with no await since the pick: a rollout's reconfigure may drop the
         # version from the shares while this request is in flight.
         handle = self.handles[version]
         try:
-            predictions = await asyncio.wait_for(self._predict(handle, instances),
+            predictions = await asyncio.wait_for(self._predict(version, handle, instances),
                                                  REQUEST_TIMEOUT_S)
         except InvalidInput as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return version, _error(400, str(exc), version)
         except TimeoutError:
-            return JSONResponse({"error": f"no answer within {REQUEST_TIMEOUT_S:g} s"},
-                                status_code=504)
+            return version, _error(504, f"no answer within {REQUEST_TIMEOUT_S:g} s", version)
         except REPLICA_DIED:
-            return JSONResponse({"error": "the model's replicas died answering this request; "
-                                 "it is not retried again"}, status_code=502)
-        return JSONResponse({"predictions": predictions, "version": version})
+            return version, _error(502, "the model's replicas died answering this request; "
+                                   "it is not retried again", version)
+        except Exception as exc:  # the predictor raised, or no replica could be reached
+            cause = getattr(exc, "cause", None) or exc
+            return version, _error(500, f"the model failed: {type(cause).__name__}: "
+                                   f"{str(cause)[:200]}", version)
+        self.metrics.predicted(version, predictions)
+        answer_id = self.answers.remember(version, predictions)
+        return version, JSONResponse({"predictions": predictions, "version": version,
+                                      "id": answer_id})
 
-    async def _predict(self, handle: Any, instances: list[Any]) -> list[Any]:
+    def _feedback(self, body: bytes | None) -> JSONResponse:
+        """``{"id": ..., "label": ...}`` (or ``"labels": [...]``, one per instance): the true
+        labels of an earlier answer, counted once per answer."""
+        try:
+            answer_id, labels = parse_feedback(body)
+        except InvalidInput as exc:
+            return _error(400, str(exc))
+        answer = self.answers.take(answer_id)
+        if answer is None:
+            return _error(404, f"no recent answer {answer_id[:SHOWN]!r} (unknown, already "
+                          "judged, or too old)")
+        version, predictions = answer
+        if len(labels) != len(predictions):
+            self.answers.restore(answer_id, answer)
+            return _error(400, f"{len(labels)} labels for {len(predictions)} predictions")
+        correct = sum(self.metrics.judged(version, p, label)
+                      for p, label in zip(predictions, labels, strict=True))
+        return JSONResponse({"version": version, "judged": len(labels), "correct": correct})
+
+    async def _predict(self, version: str, handle: Any, instances: list[Any]) -> list[Any]:
         """The version's answer, re-sent where a replica was unreachable (up to RETRIES) or
         died holding it (up to DIED_RETRIES)."""
         unreachable = died = 0
@@ -247,12 +291,43 @@ class Router:
                 unreachable += 1
                 if unreachable > RETRIES:
                     raise
+                self.metrics.retried(version)
                 await asyncio.sleep(0.1 * 2**unreachable)  # while Serve routes around it
             except REPLICA_DIED:
                 died += 1
                 if died > DIED_RETRIES:
                     raise
+                self.metrics.retried(version)
                 await asyncio.sleep(0.1)
+
+
+def _error(code: int, message: str, version: str | None = None) -> JSONResponse:
+    """An error answer; it names the version that gave it, where one was picked."""
+    body = {"error": message} | ({"version": version} if version else {})
+    return JSONResponse(body, status_code=code)
+
+
+def parse_feedback(body: bytes | None) -> tuple[str, list[Any]]:
+    """The answer id and true labels of a feedback body, or :class:`InvalidInput`."""
+    try:
+        payload = json.loads(body or b"")
+    except (RecursionError, UnicodeDecodeError, ValueError):
+        raise InvalidInput('feedback must be JSON {"id": "...", "label": ...}') from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+        raise InvalidInput('feedback must be a JSON object {"id": "...", "label": ...} with '
+                           "the id an answer carried")
+    if "labels" in payload:
+        labels = payload["labels"]
+        if not isinstance(labels, list) or not labels or len(labels) > MAX_INSTANCES:
+            raise InvalidInput('"labels" must be a non-empty list, one label per instance')
+    elif "label" in payload:
+        labels = [payload["label"]]
+    else:
+        raise InvalidInput('feedback needs "label" (or "labels", one per instance)')
+    for label in labels:
+        if isinstance(label, (dict, list)):
+            raise InvalidInput(f"a label is a class, not {_shown(label)}")
+    return payload["id"], labels
 
 
 async def _read_body(request: Request) -> bytes | None:

@@ -474,6 +474,30 @@ class AuthOptions(SpecModel):
         classmethod(lambda cls, v: v if v is None else check_dns_label(v, "secretName")))
 
 
+class MonitoringSpec(SpecModel):
+    """How Prometheus and Grafana see the cluster on Kubernetes (``raykube up --kube`` applies
+    these; ``raykube manifest`` prints them). Locally, ``raykube metrics NAME`` writes the
+    scrape configuration instead."""
+
+    pod_monitor: bool = Field(
+        False, alias="podMonitor",
+        description="PodMonitors for the head and the workers (KubeRay's documented shape).")
+    service_monitor: bool = Field(
+        False, alias="serviceMonitor",
+        description="A ServiceMonitor on the head's service, for Prometheus setups that "
+        "select ServiceMonitors only.")
+    alerts: bool = Field(False, description="raykube's alert rules as a PrometheusRule.")
+    grafana: bool = Field(
+        False, description="raykube's and Ray's Grafana dashboards as ConfigMaps labelled "
+        "grafana_dashboard: '1' for Grafana's dashboard sidecar.")
+    release: str = Field(
+        "prometheus", description="The release label the Prometheus operator selects "
+        "monitors and rules by (its Helm release's name).")
+
+    _release = field_validator("release")(
+        classmethod(lambda cls, v: check_dns_label(v, "release")))
+
+
 class ClusterSpec(SpecModel):
     """A Ray cluster: a head, any number of worker groups, autoscaling and storage."""
 
@@ -509,6 +533,9 @@ class ClusterSpec(SpecModel):
         default_factory=AuthOptions, alias="authOptions",
         description="Ray token authentication (on by default; local clusters always use it).",
     )
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec,
+        description="Prometheus monitors, alert rules and Grafana dashboards (Kubernetes).")
     network_policy: bool = Field(
         False, alias="networkPolicy",
         description="Kubernetes only: also a NetworkPolicy admitting to the cluster's pods only "

@@ -83,3 +83,30 @@ class NeverReady:
 
     def predict(self, batch: np.ndarray) -> list[float]:
         return batch.sum(axis=1).tolist()
+
+
+class Classifier:
+    """A 10-class classifier whose faults a test sets: the class of a row is ``int(row[0]) %
+    10``; the JSON at ``checkpoint`` says what share of requests fail (``fail``), how long each
+    batch takes (``delay_s``) and what share of answers are the wrong class (``wrong``)."""
+
+    input_shape = (4,)
+
+    def __init__(self, checkpoint: str) -> None:
+        import json
+        import random
+
+        with open(checkpoint) as handle:
+            faults = json.load(handle)
+        self.fail = float(faults.get("fail", 0))
+        self.delay_s = float(faults.get("delay_s", 0))
+        self.wrong = float(faults.get("wrong", 0))
+        self.random = random.Random(faults.get("seed", 0))
+
+    def predict(self, batch: np.ndarray) -> list[int]:
+        if self.delay_s:
+            time.sleep(self.delay_s)  # stands for a slower model
+        if self.random.random() < self.fail:
+            raise RuntimeError("this version fails on purpose")
+        return [(int(row[0]) + (1 if self.random.random() < self.wrong else 0)) % 10
+                for row in batch]

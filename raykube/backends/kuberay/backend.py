@@ -34,6 +34,7 @@ from raykube.backends.base import (
     ClusterSummary,
     DriverKind,
     Endpoints,
+    ScrapeTargets,
     node_matches,
 )
 from raykube.backends.kuberay import state
@@ -44,14 +45,13 @@ from raykube.errors import BackendError, ClusterNotFound, RaykubeError, SpecErro
 from raykube.private import make_private_dir, raykube_home, write_private
 from raykube.progress import Progress
 from raykube.render.cluster import (
-    HEAD_PORTS,
-    MANAGED_BY,
     TOKEN_KEY,
-    metadata,
     render_network_policy,
     render_raycluster,
     render_storage_claim,
 )
+from raykube.render.meta import HEAD_PORTS, MANAGED_BY, metadata
+from raykube.render.monitoring import CLUSTER_OWNER_LABEL, MONITORING_KINDS, render_monitoring
 from raykube.specs.cluster import SPEC_ENV, ClusterSpec, parse_spec
 from raykube.waiting import wait_for
 
@@ -230,6 +230,7 @@ class KubeRayBackend:
         objects.append((render_raycluster(spec), False))
         if spec.network_policy:
             objects.append((render_network_policy(spec), False))
+        objects += [(body, False) for body in render_monitoring(spec)]
         for body, _ in objects:
             body["metadata"]["namespace"] = namespace
         return objects
@@ -348,6 +349,22 @@ class KubeRayBackend:
             labels = (found.get("metadata") or {}).get("labels") or {}
             if other and all(labels.get(k) == v for k, v in MANAGED_BY.items()):
                 self.kube.delete(kind, other, namespace, missing_ok=True)
+        self._delete_monitoring(name, namespace)
+
+    def _delete_monitoring(self, name: str, namespace: str) -> None:
+        """The monitors, rules and dashboards raykube made for cluster ``name`` (by label;
+        a kind whose CRD this Kubernetes lacks has none)."""
+        selector = ",".join([*(f"{k}={v}" for k, v in MANAGED_BY.items()),
+                             f"{CLUSTER_OWNER_LABEL}={name}"])
+        for kind in MONITORING_KINDS:
+            try:
+                found = self.kube.list(kind, namespace, labels=selector)
+            except BackendError as exc:
+                if "(404)" in exc.message:  # no Prometheus operator here: none were made
+                    continue
+                raise
+            for item in found:
+                self.kube.delete(kind, item["metadata"]["name"], namespace, missing_ok=True)
 
     @staticmethod
     def _kept_logs(name: str, namespace: str) -> Path:
@@ -410,6 +427,15 @@ class KubeRayBackend:
         if in_cluster():
             return service_endpoints(name, namespace)
         return self._shared_forward(name, namespace)
+
+    def scrape_targets(self, name: str) -> ScrapeTargets:
+        """Prometheus in the Kubernetes cluster finds the pods itself, through monitors."""
+        raise SpecError(
+            f"RayCluster {name}: on Kubernetes Prometheus finds the pods through the Prometheus "
+            "operator's monitors, not a scrape file",
+            "`raykube up --kube --pod-monitor` (or `raykube manifest --pod-monitor SPEC`), "
+            "with monitoring.release set to your Prometheus release",
+        )
 
     def _head_pod(self, name: str, namespace: str,
                   pods: list[dict[str, Any]] | None = None) -> dict[str, Any]:

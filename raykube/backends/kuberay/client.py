@@ -29,21 +29,34 @@ from typing import Any
 
 from raykube.errors import BackendError, ClusterNotFound, RaykubeError, SpecError
 
-RAY_GROUP, RAY_VERSION = "ray.io", "v1"
 
 FIELD_MANAGER = "raykube"
 """The field manager of every server-side apply raykube makes."""
 
-RAY_PLURALS = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService": "rayservices"}
-"""The ``ray.io/v1`` kinds raykube reads and writes, with their resource (plural) names."""
+CUSTOM_KINDS = {
+    "RayCluster": ("ray.io", "v1", "rayclusters"),
+    "RayJob": ("ray.io", "v1", "rayjobs"),
+    "RayService": ("ray.io", "v1", "rayservices"),
+    "PodMonitor": ("monitoring.coreos.com", "v1", "podmonitors"),
+    "ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors"),
+    "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules"),
+}
+"""The custom kinds raykube reads and writes: KubeRay's, and the Prometheus operator's that
+monitoring uses, each with its API group, version and resource (plural) name."""
 
 _TYPED = {
     "Pod": ("core", "pod"), "Event": ("core", "event"), "Secret": ("core", "secret"),
     "PersistentVolumeClaim": ("core", "persistent_volume_claim"),
     "PodDisruptionBudget": ("policy", "pod_disruption_budget"),
     "NetworkPolicy": ("networking", "network_policy"),
+    "ConfigMap": ("core", "config_map"),
 }
 """Other kinds raykube touches: their typed API, and the name their methods carry."""
+
+
+def _group_version(kind: str) -> tuple[str, str]:
+    group, version, _ = CUSTOM_KINDS[kind]
+    return group, version
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -173,9 +186,9 @@ class KubeClient:
         if dry_run:
             options["dry_run"] = "All"
         what = self._what(kind, namespace, name)
-        if kind in RAY_PLURALS:
-            self._call(what, self._custom.patch_namespaced_custom_object, RAY_GROUP, RAY_VERSION,
-                       namespace, RAY_PLURALS[kind], name, body, **options)
+        if kind in CUSTOM_KINDS:
+            self._call(what, self._custom.patch_namespaced_custom_object, *_group_version(kind),
+                       namespace, CUSTOM_KINDS[kind][2], name, body, **options)
             return
         self._call(what, self._method("patch", kind), name, namespace, body, **options)
 
@@ -185,7 +198,7 @@ class KubeClient:
         kind, name = body["kind"], body["metadata"]["name"]
         namespace = body["metadata"].setdefault("namespace", self.namespace)
         self._call(self._what(kind, namespace, name), self._custom.create_namespaced_custom_object,
-                   RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], body, retry=False,
+                   *_group_version(kind), namespace, CUSTOM_KINDS[kind][2], body, retry=False,
                    **({"dry_run": "All"} if dry_run else {}))
 
     def get(self, kind: str, name: str, namespace: str | None = None, *,
@@ -193,9 +206,9 @@ class KubeClient:
         """The object as a dict; with ``missing_ok`` one that does not exist reads as ``{}``."""
         namespace = namespace or self.namespace
         what = self._what(kind, namespace, name)
-        if kind in RAY_PLURALS:
-            found = self._call(what, self._custom.get_namespaced_custom_object, RAY_GROUP,
-                               RAY_VERSION, namespace, RAY_PLURALS[kind], name,
+        if kind in CUSTOM_KINDS:
+            found = self._call(what, self._custom.get_namespaced_custom_object,
+                               *_group_version(kind), namespace, CUSTOM_KINDS[kind][2], name,
                                missing_ok=missing_ok)
             return dict(found or {})
         found = self._call(what, self._method("read", kind), name, namespace,
@@ -212,29 +225,30 @@ class KubeClient:
                                      ("field_selector", fields), ("limit", limit)) if v}
         if all_namespaces:
             what = f"{kind}s in every namespace"
-            if kind in RAY_PLURALS:
-                answer = self._call(what, self._custom.list_cluster_custom_object, RAY_GROUP,
-                                    RAY_VERSION, RAY_PLURALS[kind], **selectors)
+            if kind in CUSTOM_KINDS:
+                answer = self._call(what, self._custom.list_cluster_custom_object,
+                                    *_group_version(kind), CUSTOM_KINDS[kind][2], **selectors)
                 return list(answer.get("items") or [])
             api, name = _TYPED[kind]
             every = getattr(self._apis[api], f"list_{name}_for_all_namespaces")
             return [self._plain(item) for item in self._call(what, every, **selectors).items]
         what = self._what(kind, namespace)
-        if kind in RAY_PLURALS:
-            answer = self._call(what, self._custom.list_namespaced_custom_object, RAY_GROUP,
-                                RAY_VERSION, namespace, RAY_PLURALS[kind], **selectors)
+        if kind in CUSTOM_KINDS:
+            answer = self._call(what, self._custom.list_namespaced_custom_object,
+                                *_group_version(kind), namespace, CUSTOM_KINDS[kind][2],
+                                **selectors)
             return list(answer.get("items") or [])
         return [self._plain(item) for item in self._call(what, self._method("list", kind),
                                                           namespace, **selectors).items]
 
     def has_api(self, kind: str) -> bool:
-        """Whether the server serves ``kind`` (a ``ray.io/v1`` CRD installed)."""
+        """Whether the server serves custom ``kind`` (its CRD is installed)."""
+        group, version, plural = CUSTOM_KINDS[kind]
         try:
-            self._custom.list_cluster_custom_object(RAY_GROUP, RAY_VERSION, RAY_PLURALS[kind],
-                                                    limit=1)
+            self._custom.list_cluster_custom_object(group, version, plural, limit=1)
             return True
         except Exception as exc:  # noqa: BLE001 - translated
-            error = translate(exc, f"the {RAY_GROUP}/{RAY_VERSION} {kind} API")
+            error = translate(exc, f"the {group}/{version} {kind} API")
             if "404" in error.message:
                 return False
             raise error from exc
@@ -244,7 +258,7 @@ class KubeClient:
         """Apply a JSON patch (RFC 6902; ``test`` ops guard against concurrent changes)."""
         namespace = namespace or self.namespace
         self._call(self._what(kind, namespace, name), self._custom.patch_namespaced_custom_object,
-                   RAY_GROUP, RAY_VERSION, namespace, RAY_PLURALS[kind], name, patch,
+                   *_group_version(kind), namespace, CUSTOM_KINDS[kind][2], name, patch,
                    _content_type="application/json-patch+json", retry=False)
 
     def delete(self, kind: str, name: str, namespace: str | None = None, *,
@@ -254,10 +268,10 @@ class KubeClient:
         namespace = namespace or self.namespace
         options = {"propagation_policy": propagation} if propagation else {}
         what = self._what(kind, namespace, name)
-        if kind in RAY_PLURALS:
-            self._call(what, self._custom.delete_namespaced_custom_object, RAY_GROUP,
-                       RAY_VERSION, namespace, RAY_PLURALS[kind], name, missing_ok=missing_ok,
-                       **options)
+        if kind in CUSTOM_KINDS:
+            self._call(what, self._custom.delete_namespaced_custom_object,
+                       *_group_version(kind), namespace, CUSTOM_KINDS[kind][2], name,
+                       missing_ok=missing_ok, **options)
             return
         self._call(what, self._method("delete", kind), name, namespace, missing_ok=missing_ok,
                    **options)
@@ -329,7 +343,8 @@ def translate(exc: BaseException, what: str) -> RaykubeError:
             return ClusterNotFound(f"{what} does not exist", "`raykube list --backend kuberay`")
         if status == 404:
             return BackendError(f"{what}: not found (404): {message}",
-                                "is the KubeRay operator installed? (its CRDs define ray.io/v1)")
+                                "is the operator that defines it installed? (KubeRay for "
+                                "ray.io/v1; the Prometheus operator for monitors and rules)")
         if status == 409:
             return BackendError(f"{what}: conflict (409): {message}",
                                 "someone else changed it; run the command again", retryable=True)

@@ -28,6 +28,7 @@ from raykube.backends.base import (
     Endpoints,
     GroupStatus,
     NodeStatus,
+    ScrapeTargets,
     node_matches,
 )
 from raykube.backends.local.autoscaler_config import (
@@ -45,6 +46,7 @@ from raykube.backends.local.state import (
     ray_temp_dir,
     kept_logs_dir,
     live_log_dirs,
+    live_metrics_dir,
     remove_state,
     storage_dir,
 )
@@ -94,6 +96,9 @@ _MANAGED_HEAD_PARAMS = set(_PINNABLE_PORTS) | {
     "num-cpus", "memory", "object-store-memory", "temp-dir", "autoscaling-config", "block",
     "dashboard-host", "head",
 }
+PROMETHEUS_DISCOVERY_FILE = "prom_metrics_service_discovery.json"
+"""The file the head's dashboard keeps listing every node's metrics agent (Ray's
+PROMETHEUS_SERVICE_DISCOVERY_FILE)."""
 # What `ray start` prints when the head's raylet missed Ray's fixed 30 s to register.
 _RAYLET_MISSED_RAYS_WAIT = "The current node timed out during startup"
 
@@ -168,7 +173,7 @@ class LocalBackend:
 
     def _allocate_ports(self, spec: ClusterSpec) -> Ports:
         params = spec.head_group_spec.ray_start_params
-        free = iter(pick_free_ports(6))
+        free = iter(pick_free_ports(8))
         chosen: dict[str, int] = {}
         for param, (field, role) in _PINNABLE_PORTS.items():
             if param in params:
@@ -177,7 +182,8 @@ class LocalBackend:
                 chosen[field] = port
             else:
                 chosen[field] = next(free)
-        return Ports(serve=next(free), **chosen)
+        return Ports(serve=next(free), autoscaler_metrics=next(free),
+                     dashboard_metrics=next(free), **chosen)
 
     def _head_command(self, record: LocalRecord, spec: ClusterSpec) -> list[str]:
         ports, head = record.ports, spec.head_group_spec
@@ -216,6 +222,8 @@ class LocalBackend:
                 SPEC_ENV: record.spec_yaml,
                 "RAY_FAKE_CLUSTER": "1",
                 "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                "AUTOSCALER_METRIC_PORT": str(record.ports.autoscaler_metrics),
+                "DASHBOARD_METRIC_PORT": str(record.ports.dashboard_metrics),
                 "RAY_USAGE_STATS_ENABLED": "0",
             }
         )
@@ -358,6 +366,18 @@ class LocalBackend:
         )
 
     # ---- Backend interface ---------------------------------------------------------------
+
+    def scrape_targets(self, name: str) -> ScrapeTargets:
+        """Ray's service-discovery file in the head's session folder, and the head's
+        autoscaler and dashboard metrics ports."""
+        record = self._record(name)
+        return ScrapeTargets(
+            discovery_file=str(Path(record.temp_dir) / "session_latest"
+                               / PROMETHEUS_DISCOVERY_FILE),
+            head_targets=[f"{record.node_ip}:{record.ports.autoscaler_metrics}",
+                          f"{record.node_ip}:{record.ports.dashboard_metrics}"],
+            ray_dashboards=str(live_metrics_dir(name) / "grafana" / "dashboards"),
+        )
 
     def dry_run(self, spec: ClusterSpec) -> list[str]:
         """There is no server to ask locally: the spec's own checks are all there is."""

@@ -74,6 +74,11 @@ class Ports:
     dashboard_agent: int
     metrics: int
     serve: int
+    autoscaler_metrics: int
+    """The autoscaler's metrics port (Ray's AUTOSCALER_METRIC_PORT, whose fixed default would
+    collide between two clusters)."""
+    dashboard_metrics: int
+    """The dashboard's metrics port (Ray's DASHBOARD_METRIC_PORT, likewise)."""
 
 
 @dataclass
@@ -180,8 +185,21 @@ def live_log_dirs(name: str) -> dict[str, Path]:
     return {node: folder for node, folder in found.items() if folder.is_dir()}
 
 
+def kept_metrics_dir(name: str) -> Path:
+    """Where the Grafana dashboards (and Prometheus config) Ray generated for cluster
+    ``name``'s past sessions are kept after ``down``: ``<state folder>/metrics/<session>``."""
+    return cluster_folder(name) / "metrics"
+
+
+def live_metrics_dir(name: str) -> Path:
+    """The current session's ``metrics`` folder, where the head's dashboard writes Grafana
+    dashboards and a Prometheus config for this Ray version."""
+    return ray_temp_dir(name) / "session_latest" / "metrics"
+
+
 def _keep_logs(name: str) -> None:
-    """Move the current session's logs out of the Ray temp dir, which ``down`` deletes."""
+    """Move the current session's logs and generated dashboards out of the Ray temp dir,
+    which ``down`` deletes."""
     live = live_log_dirs(name)
     if not live:
         return
@@ -189,11 +207,15 @@ def _keep_logs(name: str) -> None:
     target = make_private_dir(make_private_dir(kept_logs_dir(name)) / session)
     for node, folder in live.items():
         shutil.move(str(folder.resolve()), str(target / node))
+    metrics = live_metrics_dir(name)
+    if metrics.is_dir():
+        shutil.move(str(metrics.resolve()),
+                    str(make_private_dir(kept_metrics_dir(name)) / session))
 
 
 def remove_state(name: str, *, purge: bool = False) -> None:
     """Delete cluster ``name``'s record and Ray temp dir (paths derived from the name); its
-    logs are kept unless ``purge``."""
+    logs and generated dashboards are kept unless ``purge``."""
     folder = cluster_folder(name)
     if purge:
         shutil.rmtree(folder, ignore_errors=True)
@@ -204,7 +226,7 @@ def remove_state(name: str, *, purge: bool = False) -> None:
             pass  # logs are kept where possible; the cluster still goes
         if folder.is_dir():
             for entry in folder.iterdir():
-                if entry.name != "logs":
+                if entry.name not in ("logs", "metrics"):
                     if entry.is_dir():
                         shutil.rmtree(entry, ignore_errors=True)
                     else:
