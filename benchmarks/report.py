@@ -44,7 +44,8 @@ def markdown(results: dict[str, Any]) -> str:
                   table(results["serving"], ["server", "concurrency", "p50_ms", "p95_ms",
                                              "p99_ms", "req_per_s", "failures"]),
                   table(results["serving_summary"], ["concurrency", "p50_ratio", "p99_ratio",
-                                                     "throughput_ratio"])]
+                                                     "throughput_ratio", "metrics_p50_ratio",
+                                                     "metrics_throughput_ratio"])]
     for key, title in (("cluster_ops", "Cluster operations"),
                        ("kubernetes", "Kubernetes (KubeRay, pods run by the pod runner)")):
         if results.get(key):

@@ -99,45 +99,62 @@ def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str,
     per_client = 20 if quick else 200
     folder = Path(tempfile.mkdtemp(prefix="rk-bench-ckpt-"))
     checkpoint = make_checkpoint(folder)
-    spec = parse_serve_spec({
-        "kind": "Serve", "name": "bench", "framework": "torch",
-        "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
-        "versions": [{"version": "v1", "checkpoint": checkpoint}],
-        "replicas": 1, "resources": {"cpus": 1}, "maxOngoingRequests": 32,
-        "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0},
-    })
-    progress("serving: deploying the raykube service")
-    service = deploy(spec, cluster)
+    def spec(name: str, metrics: bool) -> Any:
+        return parse_serve_spec({
+            "kind": "Serve", "name": name, "framework": "torch",
+            "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
+            "versions": [{"version": "v1", "checkpoint": checkpoint}],
+            "replicas": 1, "resources": {"cpus": 1}, "maxOngoingRequests": 32,
+            "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0}, "metrics": metrics,
+        })
+
     port = free_port()
     plain_url = f"http://127.0.0.1:{port}/digits"
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), "--port", str(port),
          "--checkpoint", checkpoint], env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         wait_for(lambda: _answers(plain_url), timeout=60, what="the plain uvicorn server")
-        for url, server_name in ((service.url, "raykube"), (plain_url, "plain")):
-            load_test(url, 2, 10)  # warm-up: connections, first batches
-            for level in levels:
-                progress(f"serving: {server_name} at concurrency {level}")
-                rows.append({"server": server_name, "concurrency": level,
-                             **load_test(url, level, per_client)})
+        # The same service with raykube's metrics on and off, one after the other (one
+        # replica's CPU each), then the plain server while Serve is idle.
+        for server_name, name, metrics in (("raykube", "bench", True),
+                                           ("raykube-no-metrics", "bench-off", False)):
+            progress(f"serving: deploying {name} (metrics {'on' if metrics else 'off'})")
+            service = deploy(spec(name, metrics), cluster)
+            try:
+                _measure(service.url, server_name, levels, per_client, rows, progress)
+            finally:
+                service.delete()
+        _measure(plain_url, "plain", levels, per_client, rows, progress)
     finally:
         server.terminate()
         server.wait(timeout=30)
-        service.delete()
     return rows
 
 
+def _measure(url: str, server_name: str, levels: list[int], per_client: int,
+             rows: list[dict[str, Any]], progress: Any) -> None:
+    load_test(url, 2, 10)  # warm-up: connections, first batches
+    for level in levels:
+        progress(f"serving: {server_name} at concurrency {level}")
+        rows.append({"server": server_name, "concurrency": level,
+                     **load_test(url, level, per_client)})
+
+
 def summarise_serving(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Serve / plain ratios per concurrency level."""
+    """Per concurrency level: raykube / plain ratios, and what raykube's metrics cost
+    (metrics on / off; the goal is within 5%: p50 <= 1.05, throughput >= 0.95)."""
     out = []
     for level in sorted({r["concurrency"] for r in rows}):
-        ray = next(r for r in rows if r["server"] == "raykube" and r["concurrency"] == level)
-        plain = next(r for r in rows if r["server"] == "plain" and r["concurrency"] == level)
+        ray, plain, bare = (next(r for r in rows if r["server"] == server
+                                 and r["concurrency"] == level)
+                            for server in ("raykube", "plain", "raykube-no-metrics"))
         out.append({"concurrency": level,
                     "p50_ratio": ray["p50_ms"] / plain["p50_ms"],
                     "p99_ratio": ray["p99_ms"] / plain["p99_ms"],
-                    "throughput_ratio": ray["req_per_s"] / plain["req_per_s"]})
+                    "throughput_ratio": ray["req_per_s"] / plain["req_per_s"],
+                    "metrics_p50_ratio": ray["p50_ms"] / bare["p50_ms"],
+                    "metrics_throughput_ratio": ray["req_per_s"] / bare["req_per_s"]})
     return out

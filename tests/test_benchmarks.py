@@ -38,9 +38,11 @@ def test_quick_benchmarks_write_json_table_and_plots(tmp_path: Path) -> None:
     summary = results["training_summary"][0]
     assert positive(summary["efficiency_raykube"]) and positive(summary["raykube_over_native_2w"])
     serving = results["serving"]
-    assert {r["server"] for r in serving} == {"raykube", "plain"}
+    assert {r["server"] for r in serving} == {"raykube", "raykube-no-metrics", "plain"}
     assert all(r["failures"] == 0 and positive(r["p50_ms"]) and r["p99_ms"] >= r["p50_ms"]
                for r in serving)
+    assert all(positive(r["metrics_p50_ratio"]) and positive(r["metrics_throughput_ratio"])
+               for r in results["serving_summary"])
     assert positive(results["cluster_ops"]["submit_ratio"])
     table = (tmp_path / "results.md").read_text()
     assert "| torch | raykube | weak | 2 |" in table

@@ -18,6 +18,7 @@ import shlex
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -545,3 +546,67 @@ def test_a_raycluster_raykube_did_not_make_is_listed_read_and_reached(
             assert forward.wait(timeout=30) == 0, (tmp_path / "forward.err").read_text()
     finally:
         client.CoreV1Api().delete_namespace(namespace)
+
+
+def test_prometheus_finds_every_ray_pod_through_the_rendered_pod_monitors(
+        e2e: E2ECluster, kube: dict[str, str], tmp_path: Path) -> None:
+    """A real Prometheus with Kubernetes service discovery against the API server, configured
+    as the Prometheus operator would from raykube's PodMonitors (tests/support/prom_operator),
+    scrapes the Ray pods of the module's cluster: every pod's series carry ray_io_cluster."""
+    import shutil
+    import time
+
+    import yaml as pyyaml
+
+    from raykube.render.monitoring import render_pod_monitors
+    from support.prom_operator import scrape_jobs
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("Debian's prometheus is not installed (.ci/run installs it)")
+    kubeconfig = pyyaml.safe_load(Path(kube["KUBECONFIG"]).read_text())
+    server = kubeconfig["clusters"][0]["cluster"]
+    token = tmp_path / "token"
+    token.write_text(kubeconfig["users"][0]["user"]["token"])
+    spec = load_spec(SPECS / "kube-e2e.yaml")
+    jobs = [job for monitor in render_pod_monitors(spec)
+            for job in scrape_jobs(monitor, e2e.namespace, api_server=server["server"],
+                                   ca_file=server["certificate-authority"],
+                                   token_file=str(token))]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(pyyaml.safe_dump({"global": {"scrape_interval": "2s"},
+                                        "scrape_configs": jobs}))
+    port = free_port()
+    prometheus = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+         f"--storage.tsdb.path={tmp_path / 'data'}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
+
+    def scraped() -> dict[str, set[str]] | None:
+        query = urllib.parse.urlencode({"query": "ray_node_mem_used"})
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{query}",
+                                        timeout=10) as answer:
+                series = json.loads(answer.read())["data"]["result"]
+        except OSError:
+            return None
+        found: dict[str, set[str]] = {}
+        for s in series:
+            found.setdefault(s["metric"].get("ray_io_cluster", ""), set()).add(
+                s["metric"]["pod"])
+        return found or None
+
+    try:
+        pods = {p.metadata.name: "head" if p.metadata.labels.get("ray.io/node-type") == "head"
+                else p.metadata.labels.get("ray.io/group")
+                for p in pods_of(e2e.namespace, f"ray.io/cluster={CLUSTER}")}
+        deadline = time.monotonic() + 120
+        found = wait_for(lambda: (f := scraped()) and set(f.get(CLUSTER, set())) >= set(pods)
+                         and f, timeout=max(1.0, deadline - time.monotonic()),
+                         what=f"every pod of {CLUSTER} scraped",
+                         describe=lambda: f"scraped {scraped()}; pods {pods}")
+        assert set(found) == {CLUSTER}, "every series carries the cluster as ray_io_cluster"
+        assert {pods[p] for p in found[CLUSTER] if p in pods} >= {"head", "cpu", "gpu"}
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)

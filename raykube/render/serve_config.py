@@ -107,7 +107,7 @@ def render_applications(
         "name": spec.name,
         "route_prefix": spec.route,
         "import_path": ROUTER_IMPORT_PATH,
-        "args": {"service": spec.name},
+        "args": {"service": spec.name, "metrics": spec.metrics},
         "deployments": [{
             "name": ROUTER_DEPLOYMENT,
             "num_replicas": ROUTER_REPLICAS,

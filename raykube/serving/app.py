@@ -195,11 +195,11 @@ class Model:
 class Router:
     """The service's ingress: input checks, traffic shares, retries on lost replicas."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, metrics: bool = True) -> None:
         self.service = service
         self.weights: dict[str, int] = {}
         self.handles: dict[str, Any] = {}
-        self.metrics = ServeMetrics(service)
+        self.metrics = ServeMetrics(service, export=metrics)
         self.answers = RecentAnswers()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -346,7 +346,7 @@ async def _read_body(request: Request) -> bytes | None:
 
 def router_app(args: dict[str, Any]) -> Any:
     """Serve application builder of a service's router (``import_path`` target)."""
-    return Router.bind(args["service"])
+    return Router.bind(args["service"], bool(args.get("metrics", True)))
 
 
 def model_app(args: dict[str, Any]) -> Any:

@@ -59,13 +59,15 @@ def class_label(value: Any) -> str | None:
 
 
 class ServeMetrics:
-    """The router's Ray metrics for one service (see the module docstring)."""
+    """The router's Ray metrics for one service (see the module docstring); with ``export``
+    off (the spec's ``metrics: false``) it records nothing, to measure what metrics cost."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, export: bool = True) -> None:
         from ray.util.metrics import Counter, Histogram
 
         self._service = service
         self._classes: set[str] = set()
+        self._export = export
         self.requests = Counter(
             "raykube_serve_requests_total", "Requests the router answered, by HTTP code.",
             tag_keys=("service", "version", "code"))
@@ -93,16 +95,20 @@ class ServeMetrics:
         return OTHER
 
     def answered(self, version: str | None, code: int, seconds: float) -> None:
+        if not self._export:
+            return
         tags = {"service": self._service, "version": version or NO_VERSION}
         self.requests.inc(tags={**tags, "code": str(code)})
         self.duration.observe(seconds, tags=tags)
 
     def retried(self, version: str) -> None:
+        if not self._export:
+            return
         self.retries.inc(tags={"service": self._service, "version": version})
 
     def predicted(self, version: str, predictions: list[Any]) -> None:
         labels = [class_label(p) for p in predictions]
-        if not labels or any(label is None for label in labels):
+        if not self._export or not labels or any(label is None for label in labels):
             return  # not class labels: counted by request only
         for label in labels:
             assert label is not None
@@ -113,6 +119,8 @@ class ServeMetrics:
         """Count feedback on one answer; return whether it was right."""
         predicted, actual = class_label(prediction), class_label(label)
         correct = predicted is not None and predicted == actual
+        if not self._export:
+            return correct
         self.feedback.inc(tags={
             "service": self._service, "version": version,
             "prediction": self._bounded(predicted) if predicted is not None else OTHER,

@@ -147,6 +147,9 @@ class ServeSpec(SpecModel):
         8, ge=1, alias="maxOngoingRequests", description="Requests one replica takes at once.",
     )
     batching: ServeBatching = Field(default_factory=ServeBatching, description="Batching.")
+    metrics: bool = Field(
+        True, description="The router exports raykube's serving metrics (requests, latency, "
+        "retries, class labels, feedback); off only to measure what they cost.")
     health_check_period_s: float = Field(
         5.0, gt=0, alias="healthCheckPeriodS", description="Seconds between health checks.",
     )
