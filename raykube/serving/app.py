@@ -218,7 +218,8 @@ class Router:
 
     async def __call__(self, request: Request) -> JSONResponse:
         if request.method == "GET":
-            return JSONResponse({"service": self.service, "weights": self.weights})
+            return JSONResponse({"service": self.service, "weights": self.weights,
+                                 "counts": self.metrics.counts()})
         body = await _read_body(request)
         if request.url.path.rstrip("/").endswith("/" + FEEDBACK_PATH):
             return self._feedback(body)

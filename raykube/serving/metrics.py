@@ -23,6 +23,7 @@ counted by label at all.
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from collections import OrderedDict
 from typing import Any
@@ -68,6 +69,7 @@ class ServeMetrics:
         self._service = service
         self._classes: set[str] = set()
         self._export = export
+        self.tallies: dict[str, VersionTally] = {}
         self.requests = Counter(
             "raykube_serve_requests_total", "Requests the router answered, by HTTP code.",
             tag_keys=("service", "version", "code"))
@@ -86,6 +88,17 @@ class ServeMetrics:
             "Answers whose true label came back, by predicted and true label.",
             tag_keys=("service", "version", "prediction", "label", "correct"))
 
+    def _tally(self, version: str) -> VersionTally:
+        tally = self.tallies.get(version)
+        if tally is None:
+            tally = self.tallies[version] = VersionTally()
+        return tally
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Every version's cumulative counts since this router started (what a rollout
+        judges a canary by: :mod:`raykube.serving.judge`)."""
+        return {version: tally.as_dict() for version, tally in self.tallies.items()}
+
     def _bounded(self, label: str) -> str:
         if label in self._classes:
             return label
@@ -95,6 +108,8 @@ class ServeMetrics:
         return OTHER
 
     def answered(self, version: str | None, code: int, seconds: float) -> None:
+        if version is not None:
+            self._tally(version).answered(code, seconds)
         if not self._export:
             return
         tags = {"service": self._service, "version": version or NO_VERSION}
@@ -119,6 +134,7 @@ class ServeMetrics:
         """Count feedback on one answer; return whether it was right."""
         predicted, actual = class_label(prediction), class_label(label)
         correct = predicted is not None and predicted == actual
+        self._tally(version).judged(correct)
         if not self._export:
             return correct
         self.feedback.inc(tags={
@@ -127,6 +143,30 @@ class ServeMetrics:
             "label": self._bounded(actual) if actual is not None else OTHER,
             "correct": "true" if correct else "false"})
         return correct
+
+
+class VersionTally:
+    """One version's cumulative counts in this router, kept whether or not metrics are
+    exported: answered requests, 5xx answers, feedback judged and right, and requests per
+    duration bucket (:data:`DURATION_BUCKETS_S`, then one over the largest bound)."""
+
+    def __init__(self) -> None:
+        self.requests = self.errors = self.judged_count = self.correct = 0
+        self.buckets = [0] * (len(DURATION_BUCKETS_S) + 1)
+
+    def answered(self, code: int, seconds: float) -> None:
+        self.requests += 1
+        self.errors += code >= 500
+        self.buckets[bisect.bisect_left(DURATION_BUCKETS_S, seconds)] += 1
+
+    def judged(self, correct: bool) -> None:
+        self.judged_count += 1
+        self.correct += correct
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors,
+                "judged": self.judged_count, "correct": self.correct,
+                "buckets": list(self.buckets)}
 
 
 class RecentAnswers:
