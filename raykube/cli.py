@@ -38,7 +38,9 @@ from raykube.render.rayjob import render_rayjob
 from raykube.render.rayservice import render_service_manifests
 from raykube.render.serve_config import render_serve_config
 from raykube.serving.rayservice import apply_rayservice, dry_run_rayservice
-from raykube.serving.service import ServiceStatus, deploy, get_service, list_services
+from raykube.serving.judge import Figures
+from raykube.serving.rollout import PROMOTED, RolloutResult
+from raykube.serving.service import ServiceStatus, deploy, get_service, list_services, step_in
 from raykube.specs.base import explain, read_yaml, spec_kind
 from raykube.specs.cluster import GROUP_RESOURCE_PREFIX, ClusterSpec, load_spec
 from raykube.specs.examples import EXAMPLES, write_example
@@ -462,13 +464,29 @@ def _target(args: argparse.Namespace) -> Target:
     return resolve(args.cluster, backend=args.backend, namespace=args.namespace)
 
 
+ROLLED_BACK_EXIT = 10
+"""Exit status of `serve deploy` when its judged rollout rolled back (or was stopped)."""
+
+
 def _print_service(status: ServiceStatus) -> None:
     print(f"service {status.name}: {status.status}  {status.url}")
     for version in status.versions:
         print(f"  {version.version:<10} weight {version.weight:>3}%  {version.status:<12} "
               f"{version.running} replica{'s' if version.running != 1 else ''} running")
+    if status.last_rollout:
+        print(f"  last {status.last_rollout.summary()}")
     if status.message and not status.is_running:
         print(status.message)
+
+
+def _print_rollout(result: RolloutResult) -> None:
+    print(result.summary())
+    for step in result.steps:
+        shown = (Figures(**step.canary).shown() if step.canary else "-")
+        stable = f"; {result.stable}: {Figures(**step.stable).shown()}" if step.stable else ""
+        print(f"  {step.percent:>3}%  {'passed' if step.passed else 'FAILED'}  {step.seconds:.0f} s"
+              f"  {result.canary}: {shown}{stable}"
+              + ("" if step.passed else f"  ({'; '.join(step.reasons)})"))
 
 
 def cmd_serve_deploy(args: argparse.Namespace) -> int:
@@ -493,8 +511,28 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
     service = deploy(spec, _target(args), timeout=args.timeout)
     status = service.status()
     _print_service(status)
+    if service.last_rollout:
+        _print_rollout(service.last_rollout)
+        if service.last_rollout.verdict != PROMOTED:
+            return ROLLED_BACK_EXIT
     print(f"next: curl -s -X POST {status.url} -H 'Content-Type: application/json' "
           "-d '{\"instances\": [[...]]}'", file=sys.stderr)
+    return 0
+
+
+def cmd_serve_rollout(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        result = get_service(args.name, _target(args)).status().last_rollout
+        if args.output != "table":
+            print(dump(result, args.output), end="")
+        elif result is None:
+            print(f"service {args.name}: no judged rollout yet (a serve spec's rollout: policy "
+                  "makes one when a deploy adds a version)")
+        else:
+            _print_rollout(result)
+        return 0
+    result = step_in(args.name, _target(args), action=args.action)
+    print(result.summary())
     return 0
 
 
@@ -830,6 +868,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_serve_build)
     p = serve_command("status", cmd_serve_status, "show services, versions and replicas")
     p.add_argument("name", nargs="?", help="service name (default: every service)")
+    _add_output_option(p)
+    p = serve_command("rollout", cmd_serve_rollout,
+                      "a judged rollout: its steps and figures (status), or step in: abort "
+                      "(the stable version keeps all traffic) or promote (the new one gets it)")
+    p.add_argument("action", choices=["status", "abort", "promote"], help="what to do")
+    p.add_argument("name", help="service name")
     _add_output_option(p)
     p = serve_command("delete", cmd_serve_delete, "delete a service and all its versions")
     p.add_argument("name", help="service name")

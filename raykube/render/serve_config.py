@@ -32,9 +32,14 @@ REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
 thread per replica (Serve scales by replicas, not threads)."""
 
 
-def router_user_config(spec: ServeSpec, weights: dict[str, int] | None = None) -> dict[str, Any]:
-    """What the router applies in place: the traffic shares (default: the spec's)."""
-    return {"weights": dict(spec.weights if weights is None else weights)}
+def router_user_config(spec: ServeSpec, weights: dict[str, int] | None = None,
+                       rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the router applies in place: the traffic shares (default: the spec's), and the
+    record of the service's last judged rollout, kept where ``serve status`` reads it."""
+    config: dict[str, Any] = {"weights": dict(spec.weights if weights is None else weights)}
+    if rollout is not None:
+        config["rollout"] = rollout
+    return config
 
 
 def _model_deployment(spec: ServeSpec) -> dict[str, Any]:
@@ -89,6 +94,7 @@ def render_applications(
     weights: dict[str, int] | None = None,
     working_dir: str | None = None,
     py_executable: str | None = None,
+    rollout: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The Serve applications of ``spec``: its router, then one per version.
 
@@ -99,6 +105,7 @@ def render_applications(
         working_dir: the code's runtime-env ``working_dir`` as a URI the cluster can fetch
             (default: ``spec.working_dir`` when that is already a URI).
         py_executable: the replicas' Python (MXNet's own environment), if not the cluster's.
+        rollout: the record of a judged rollout, kept in the router's config.
     """
     if working_dir is None and spec.working_dir and not spec.uses_local_working_dir():
         working_dir = spec.working_dir
@@ -113,7 +120,7 @@ def render_applications(
             "num_replicas": ROUTER_REPLICAS,
             "max_ongoing_requests": 1000,
             "ray_actor_options": {"num_cpus": 0},
-            "user_config": router_user_config(spec, weights),
+            "user_config": router_user_config(spec, weights, rollout),
         }],
     }
     apps = [router]

@@ -14,7 +14,9 @@ applications back, so nothing half-deployed is left behind.
 
 from __future__ import annotations
 
+import copy
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,9 +26,13 @@ from typing import Any
 from raykube import frameworks
 from raykube.cluster import Cluster
 from raykube.dashboard import DashboardClient, jobs_client
-from raykube.errors import RaykubeError, ServeError, SpecError
+from raykube.errors import BackendError, RaykubeError, ServeError, SpecError
 from raykube.output import html_table
 from raykube.progress import Progress
+from raykube.serving.judge import VersionCounts
+from raykube.serving.rollout import RUNNING as RUNNING_ROLLOUT
+from raykube.serving.rollout import STOPPED as STOPPED_ROLLOUT
+from raykube.serving.rollout import RolloutResult, canary_of, run_rollout
 from raykube.render.serve_config import (
     MODEL_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
@@ -34,7 +40,7 @@ from raykube.render.serve_config import (
     render_applications,
     rollout_steps,
 )
-from raykube.specs.serve import ServeSpec, load_serve_spec
+from raykube.specs.serve import ServeSpec, load_serve_spec, model_app_name
 from raykube.target import ClusterRef, resolve
 from raykube.waiting import wait_for
 
@@ -78,6 +84,8 @@ class ServiceStatus:
     url: str
     versions: list[VersionStatus]
     message: str = ""
+    last_rollout: RolloutResult | None = None
+    """The service's last judged rollout (running, promoted, rolled back or stopped)."""
 
     @property
     def is_running(self) -> bool:
@@ -141,8 +149,8 @@ def _status(api: _ServeApi, name: str, route: str | None = None) -> ServiceStatu
     if router is None:
         return None
     config = router.get("deployed_app_config") or {}
-    deployments = config.get("deployments") or [{}]
-    weights = (deployments[0].get("user_config") or {}).get("weights", {})
+    user_config = _router_config(config)
+    weights = user_config.get("weights", {})
     versions = []
     for app_name, app in sorted(apps.items()):
         if app_name != name and belongs_to(app_name, name):
@@ -151,8 +159,10 @@ def _status(api: _ServeApi, name: str, route: str | None = None) -> ServiceStatu
                                           app.get("status", ""), _replicas(app, MODEL_DEPLOYMENT)))
     route = route or config.get("route_prefix") or f"/{name}"
     messages = [a.get("message", "") for n, a in apps.items() if belongs_to(n, name)]
+    record = user_config.get("rollout")
     return ServiceStatus(name, router.get("status", ""), api.serve_url + route, versions,
-                         "\n".join(m for m in messages if m))
+                         "\n".join(m for m in messages if m),
+                         RolloutResult.of(record) if record else None)
 
 
 def _failure_text(app: dict[str, Any]) -> str:
@@ -166,18 +176,18 @@ def _failure_text(app: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)[-2000:]
 
 
-def _wait_applied(api: _ServeApi, spec: ServeSpec, wanted: list[dict[str, Any]],
+def _wait_applied(api: _ServeApi, service: str, wanted: list[dict[str, Any]],
                   progress: Progress, timeout: float) -> ServiceStatus:
     """Wait until every app of ``wanted`` runs with exactly that config, and no other app of
-    the service is left; raise ServeError as soon as one fails."""
-    mine = {a["name"]: a for a in wanted if belongs_to(a["name"], spec.name)}
+    ``service`` is left; raise ServeError as soon as one fails."""
+    mine = {a["name"]: a for a in wanted if belongs_to(a["name"], service)}
     failure: list[str] = []
 
     def probe() -> ServiceStatus | None:
         apps = api.details().get("applications") or {}
         pending = []
         for name, app in apps.items():
-            if not belongs_to(name, spec.name):
+            if not belongs_to(name, service):
                 continue
             status = app.get("status", "")
             if status in FAILED_STATES:
@@ -190,17 +200,17 @@ def _wait_applied(api: _ServeApi, spec: ServeSpec, wanted: list[dict[str, Any]],
                               for r in _replicas(app, d))
                 pending.append(f"{name} {status} ({running} replicas running)")
         pending += [f"{name} not yet known" for name in mine if name not in apps]
-        progress.say(f"service {spec.name}: " + ("; ".join(pending) or "running"))
-        return None if pending else _status(api, spec.name, spec.route)
+        progress.say(f"service {service}: " + ("; ".join(pending) or "running"))
+        return None if pending else _status(api, service, mine[service].get("route_prefix"))
 
     def failed() -> ServeError | None:
         if not failure:
             return None
-        return ServeError(f"service {spec.name} failed to deploy: {failure[0]}",
+        return ServeError(f"service {service} failed to deploy: {failure[0]}",
                           "fix the predictor or checkpoint named above; "
                           "`raykube serve status` shows every version")
 
-    return wait_for(probe, timeout=timeout, what=f"service {spec.name} running",
+    return wait_for(probe, timeout=timeout, what=f"service {service} running",
                     interval=0.5, fail_on=failed,
                     hint="`raykube serve status NAME` shows what Serve is waiting for")
 
@@ -248,6 +258,8 @@ class Service:
         self.cluster = cluster
         self._api = _ServeApi(cluster)
         self._url: str | None = None  # the route does not change while the service runs
+        self.last_rollout: RolloutResult | None = None
+        """The judged rollout the deploy that returned this handle ran, if it ran one."""
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, cluster={self.cluster.name!r})"
@@ -359,18 +371,80 @@ def deploy(
     before = api.app_configs()
     others = [c for n, c in before.items() if not belongs_to(n, spec.name)]
     mine_before = {n: c for n, c in before.items() if belongs_to(n, spec.name)}
-    new_apps = render_applications(spec, working_dir=working_dir, py_executable=py_executable)
+    target = _LocalServe(api, handle, working_dir, py_executable, progress, timeout)
+    result = None
     try:
-        for applications in rollout_steps(list(before.values()), new_apps, spec.name):
-            api.put(applications)
-            _wait_applied(api, spec, applications, progress, timeout)
+        pair = canary_of(spec, _weights_of(mine_before.get(spec.name)))
+        if pair:
+            result = run_rollout(target, spec, *pair, progress=progress)
+        else:  # a plain deploy keeps the record of the last judged rollout
+            target.apply(spec, _router_config(mine_before.get(spec.name)).get("rollout"))
     except (ServeError, KeyboardInterrupt):  # a failed or an interrupted rollout
         progress.say(f"service {spec.name}: putting back what ran before")
         api.put(others + list(mine_before.values()))
         wait_for(lambda: {n for n in api.app_names() if belongs_to(n, spec.name)}
                  == set(mine_before), timeout=timeout, what=f"service {spec.name} put back")
         raise
-    return Service(spec.name, handle)
+    service = Service(spec.name, handle)
+    service.last_rollout = result
+    return service
+
+
+def _router_config(router: dict[str, Any] | None) -> dict[str, Any]:
+    """The user_config of a deployed router app (empty when not deployed)."""
+    deployments = (router or {}).get("deployments") or [{}]
+    return dict(deployments[0].get("user_config") or {})
+
+
+def _weights_of(router: dict[str, Any] | None) -> dict[str, int]:
+    """The traffic shares a deployed router config runs with (none when not deployed)."""
+    weights = _router_config(router).get("weights") or {}
+    return {str(v): int(w) for v, w in weights.items()}
+
+
+class _LocalServe:
+    """A rollout's target on a cluster raykube reaches over Serve's REST API (see
+    :class:`~raykube.serving.rollout.RolloutTarget`)."""
+
+    def __init__(self, api: _ServeApi, cluster: Cluster, working_dir: str | None,
+                 py_executable: str | None, progress: Progress, timeout: float) -> None:
+        self.api, self.cluster = api, cluster
+        self.working_dir, self.py_executable = working_dir, py_executable
+        self.progress, self.timeout = progress, timeout
+        self._url: str | None = None
+
+    def apply(self, spec: ServeSpec, record: dict[str, Any] | None) -> None:
+        before = self.api.app_configs()
+        new_apps = render_applications(spec, working_dir=self.working_dir,
+                                       py_executable=self.py_executable, rollout=record)
+        for applications in rollout_steps(list(before.values()), new_apps, spec.name):
+            self.api.put(applications)
+            status = _wait_applied(self.api, spec.name, applications, self.progress,
+                                   self.timeout)
+            self._url = status.url
+
+    def _router(self) -> dict[str, Any]:
+        assert self._url is not None, "applied before it is read"
+        return get_json(self._url)
+
+    def counts(self) -> dict[str, VersionCounts]:
+        return {v: VersionCounts.of(c) for v, c in (self._router().get("counts") or {}).items()}
+
+    def weights(self) -> dict[str, int]:
+        return {str(v): int(w) for v, w in (self._router().get("weights") or {}).items()}
+
+
+def get_json(url: str, *, timeout: float = 30.0) -> dict[str, Any]:
+    """GET JSON; an HTTP error becomes ServeError with its text, a refused connection a
+    retryable BackendError (a proxy restarting)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        raise ServeError(f"{url} answered HTTP {exc.code}: "
+                         f"{exc.read().decode(errors='replace')[:500]}") from exc
+    except OSError as exc:
+        raise BackendError(f"{url} did not answer: {exc}", retryable=True) from exc
 
 
 def get_service(name: str, cluster: ClusterRef = None) -> Service:
@@ -390,3 +464,43 @@ def list_services(cluster: ClusterRef = None) -> list[ServiceStatus]:
     names = [n for n, c in api.app_configs().items()
              if c.get("import_path") == ROUTER_IMPORT_PATH]
     return [s for s in (_status(api, n) for n in names) if s is not None]
+
+
+def step_in(name: str, cluster: ClusterRef = None, *, action: str) -> RolloutResult:
+    """A person stepping into a running judged rollout of service ``name``: ``abort`` gives
+    the stable version all traffic and retires the canary; ``promote`` gives the canary all
+    traffic and retires the stable version. The rollout driver sees the shares change under
+    it and stops. Each change is applied as every rollout step is (shares first, then the
+    version goes), so it fails no request.
+
+    Raises:
+        ServeError: no such service, or no rollout of it is running.
+    """
+    if action not in ("abort", "promote"):
+        raise ServeError(f"{action!r} is not a rollout action", "use abort or promote")
+    handle = resolve(cluster).known("serve rollout")
+    api = _ServeApi(handle)
+    configs = api.app_configs()
+    router = configs.get(name)
+    if router is None:
+        raise ServeError(f"no service {name!r} on cluster {handle.name!r}",
+                         "`raykube serve status` lists the services there")
+    record = _router_config(router).get("rollout")
+    if not record or record.get("verdict") != RUNNING_ROLLOUT:
+        raise ServeError(f"no rollout of service {name!r} is running",
+                         f"`raykube serve rollout status {name}` shows the last one")
+    result = RolloutResult.of(record)
+    keep, drop = ((result.stable, result.canary) if action == "abort"
+                  else (result.canary, result.stable))
+    result.verdict, result.ended = STOPPED_ROLLOUT, time.time()
+    result.reason = f"{action} by a person: {keep} gets all traffic, {drop} goes"
+    shifted = copy.deepcopy(router)
+    shifted["deployments"][0]["user_config"] = {"weights": {keep: 100},
+                                                "rollout": result.as_record()}
+    dropped = model_app_name(name, drop)
+    others = [c for n, c in configs.items() if n not in (name, dropped)]
+    progress = Progress()
+    for applications in (others + [shifted, configs[dropped]], others + [shifted]):
+        api.put(applications)
+        _wait_applied(api, name, applications, progress, timeout=300)
+    return result

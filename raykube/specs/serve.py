@@ -115,6 +115,49 @@ class ServeBatching(SpecModel):
     )
 
 
+class RolloutPolicy(SpecModel):
+    """How a new version earns its traffic: the steps of its share, and the figures each step
+    is judged by (the router's own counts for the new and the stable version over the step)."""
+
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 50, 100],
+        description="The new version's share (percent) at each step; the last must be 100.")
+    step_seconds: float = Field(
+        30.0, gt=0, alias="stepSeconds",
+        description="Seconds each step lasts at least before it is judged.")
+    min_requests: int = Field(
+        50, ge=1, alias="minRequests",
+        description="Requests the new version must answer in a step before it is judged.")
+    step_timeout_seconds: float = Field(
+        600.0, gt=0, alias="stepTimeoutSeconds",
+        description="Seconds a step may wait for minRequests; then it is judged on what came "
+        "(a step without a single request rolls back: nothing vouches for the version).")
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, alias="maxErrorRate",
+        description="Largest share of the new version's answers that may be 5xx.")
+    max_latency_p99_ms: float | None = Field(
+        None, gt=0, alias="maxLatencyP99Ms",
+        description="Largest p99 latency (router to answer) of the new version, in ms.")
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, alias="minAccuracy",
+        description="Lowest live accuracy (from feedback) of the new version.")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, alias="maxAccuracyDrop",
+        description="How far the new version's live accuracy may fall under the stable "
+        "version's over the same step.")
+    min_feedback: int = Field(
+        20, ge=1, alias="minFeedback",
+        description="Answers with feedback needed before accuracy is judged.")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        if not value or value[-1] != 100 or any(not 0 < p <= 100 for p in value) or any(
+                b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(f"steps {value} must rise from above 0 to 100, e.g. [10, 50, 100]")
+        return value
+
+
 class ServeSpec(SpecModel):
     """A model service: predictor, versions and the Serve settings of their replicas."""
 
@@ -164,6 +207,10 @@ class ServeSpec(SpecModel):
     health_check_timeout_s: float = Field(
         10.0, gt=0, alias="healthCheckTimeoutS", description="Seconds a health check may take.",
     )
+    rollout: RolloutPolicy | None = Field(
+        None, description="A judged canary: a deploy that adds a version moves its share "
+        "through the steps, promoting it when every step passes and rolling back at the first "
+        "that fails. Without it, versions get their weights at once.")
 
     @field_validator("name")
     @classmethod
