@@ -16,6 +16,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -539,6 +540,7 @@ def cmd_serve_rollout(args: argparse.Namespace) -> int:
 def _apply_rayservice(spec: ServeSpec, args: argparse.Namespace) -> int:
     """``serve deploy --kube`` without ``--cluster``: the service as a KubeRay RayService on a
     cluster of its own (``cluster:`` in the spec); a second deploy is the rollout."""
+    started = time.time()
     status = apply_rayservice(spec, namespace=args.namespace, timeout=args.timeout)
     print(f"RayService {status.namespace}/{spec.name}: serving on RayCluster {status.cluster} "
           f"({status.serve_endpoints} serve endpoints); applications: "
@@ -547,6 +549,11 @@ def _apply_rayservice(spec: ServeSpec, args: argparse.Namespace) -> int:
           f":8000{spec.route}")
     print(f"next: raykube port-forward --kube -n {status.namespace} {status.cluster} "
           f"--serve-port 8000, then POST to http://127.0.0.1:8000{spec.route}", file=sys.stderr)
+    rollout = status.last_rollout
+    if rollout and rollout.started >= started:  # this deploy ran it
+        _print_rollout(rollout)
+        if rollout.verdict != PROMOTED:
+            return ROLLED_BACK_EXIT
     return 0
 
 

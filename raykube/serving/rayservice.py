@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from raykube.backends.kuberay.backend import KubeRayBackend
 from raykube.backends.kuberay.client import KubeClient, condition
 from raykube.errors import ServeError
 from raykube.progress import Progress
@@ -32,6 +33,9 @@ from raykube.render.rayservice import (
     render_rayservice,
 )
 from raykube.render.serve_config import render_applications, rollout_steps
+from raykube.serving.judge import VersionCounts
+from raykube.serving.rollout import RolloutResult, canary_of, run_rollout
+from raykube.serving.service import get_json
 from raykube.specs.serve import ServeSpec, load_serve_spec
 from raykube.waiting import wait_for
 
@@ -48,6 +52,8 @@ class RayServiceStatus:
     pending_cluster: str
     applications: dict[str, str]
     message: str
+    last_rollout: RolloutResult | None = None
+    """The service's last judged rollout, as its router's config keeps it."""
 
     def serves(self, applications: list[str]) -> bool:
         """Whether ``applications`` all run on the active cluster and nothing is pending."""
@@ -77,7 +83,17 @@ class RayServices:
             applications={app: str(info.get("status", "")) for app, info in
                           (active.get("applicationStatuses") or {}).items()},
             message=str(ready.get("message") or ready.get("reason") or ""),
+            last_rollout=self._last_rollout(raw, name),
         )
+
+    @staticmethod
+    def _last_rollout(raw: dict[str, Any], name: str) -> RolloutResult | None:
+        config = yaml.safe_load((raw.get("spec") or {}).get("serveConfigV2") or "{}") or {}
+        router = next((a for a in config.get("applications") or [] if a.get("name") == name),
+                      {})
+        record = ((router.get("deployments") or [{}])[0].get("user_config") or {}).get(
+            "rollout")
+        return RolloutResult.of(record) if record else None
 
     def _applications(self, name: str) -> list[dict[str, Any]]:
         """The Serve applications the RayService runs now (none when it does not exist)."""
@@ -104,9 +120,29 @@ class RayServices:
             if body:
                 body["metadata"]["namespace"] = self.namespace
                 self.kube.apply(body)
+        running = self._applications(spec.name)
+        router = next((a for a in running if a["name"] == spec.name), None)
+        user_config = ((router or {}).get("deployments") or [{}])[0].get("user_config") or {}
+        pair = canary_of(spec, {str(v): int(w) for v, w in
+                                (user_config.get("weights") or {}).items()})
+        if pair:
+            target = _RayServiceTarget(self, spec, timeout)
+            try:
+                run_rollout(target, spec, *pair)
+            finally:
+                target.close()
+            return self.status(spec.name)
+        return self._apply_state(spec, user_config.get("rollout"), timeout=timeout)
+
+    def _apply_state(self, spec: ServeSpec, record: dict[str, Any] | None, *,
+                     timeout: float) -> RayServiceStatus:
+        """Run exactly ``spec``'s applications (with ``record`` kept in its router's config),
+        through :func:`~raykube.render.serve_config.rollout_steps`, one ``serveConfigV2``
+        per step, each awaited."""
+        cluster = check_for_kubernetes(spec)
         status: RayServiceStatus | None = None
-        steps = rollout_steps(self._applications(spec.name), render_applications(spec),
-                              spec.name)
+        steps = rollout_steps(self._applications(spec.name),
+                              render_applications(spec, rollout=record), spec.name)
         for applications in steps:
             service = render_rayservice(spec, cluster, applications)
             service["metadata"]["namespace"] = self.namespace
@@ -196,3 +232,35 @@ def dry_run_rayservice(spec: ServeSpec | str | Path, *, namespace: str | None = 
     if not isinstance(spec, ServeSpec):
         spec = load_serve_spec(spec)
     return RayServices(KubeClient.load(None, namespace)).dry_run(spec)
+
+
+class _RayServiceTarget:
+    """A rollout's target on a RayService: each state a ``serveConfigV2`` KubeRay applies in
+    place; the router's counts read through a port-forward to its active cluster's head."""
+
+    def __init__(self, services: RayServices, spec: ServeSpec, timeout: float) -> None:
+        self.services, self.spec, self.timeout = services, spec, timeout
+        self._forward: Any = None
+        self._url: str | None = None
+
+    def apply(self, spec: ServeSpec, record: dict[str, Any] | None) -> None:
+        self.services._apply_state(spec, record, timeout=self.timeout)
+
+    def _router(self) -> dict[str, Any]:
+        if self._url is None:
+            cluster = self.services.status(self.spec.name).cluster
+            self._forward, endpoints = KubeRayBackend(
+                namespace=self.services.namespace, kube=self.services.kube
+            ).port_forward(cluster, {})
+            self._url = endpoints.serve_url.rstrip("/") + self.spec.route
+        return get_json(self._url)
+
+    def counts(self) -> dict[str, VersionCounts]:
+        return {v: VersionCounts.of(c) for v, c in (self._router().get("counts") or {}).items()}
+
+    def weights(self) -> dict[str, int]:
+        return {str(v): int(w) for v, w in (self._router().get("weights") or {}).items()}
+
+    def close(self) -> None:
+        if self._forward is not None:
+            self._forward.close()
