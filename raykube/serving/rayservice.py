@@ -34,7 +34,13 @@ from raykube.render.rayservice import (
 )
 from raykube.render.serve_config import render_applications, rollout_steps
 from raykube.serving.judge import VersionCounts
-from raykube.serving.rollout import RolloutResult, canary_of, run_rollout
+from raykube.serving.rollout import (
+    RolloutResult,
+    canary_of,
+    counts_in,
+    run_rollout,
+    weights_in,
+)
 from raykube.serving.service import get_json
 from raykube.specs.serve import ServeSpec, load_serve_spec
 from raykube.waiting import wait_for
@@ -256,10 +262,10 @@ class _RayServiceTarget:
         return get_json(self._url)
 
     def counts(self) -> dict[str, VersionCounts]:
-        return {v: VersionCounts.of(c) for v, c in (self._router().get("counts") or {}).items()}
+        return counts_in(self._router())
 
     def weights(self) -> dict[str, int]:
-        return {str(v): int(w) for v, w in (self._router().get("weights") or {}).items()}
+        return weights_in(self._router())
 
     def close(self) -> None:
         if self._forward is not None:

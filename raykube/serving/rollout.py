@@ -92,6 +92,17 @@ class RolloutTarget(Protocol):
         """The traffic shares the router runs with now."""
 
 
+def counts_in(router_answer: dict[str, Any]) -> dict[str, VersionCounts]:
+    """Per version counts from the router's ``GET <route>`` answer."""
+    return {str(v): VersionCounts.of(c)
+            for v, c in (router_answer.get("counts") or {}).items()}
+
+
+def weights_in(router_answer: dict[str, Any]) -> dict[str, int]:
+    """The shares the router runs with, from its ``GET <route>`` answer."""
+    return {str(v): int(w) for v, w in (router_answer.get("weights") or {}).items()}
+
+
 def canary_of(spec: ServeSpec, running: dict[str, int]) -> tuple[str, str] | None:
     """``(stable, canary)`` when ``spec`` adds one version to a service that runs
     ``running`` (version -> weight) and has a rollout policy; None when it is a plain deploy.

@@ -32,7 +32,13 @@ from raykube.progress import Progress
 from raykube.serving.judge import VersionCounts
 from raykube.serving.rollout import RUNNING as RUNNING_ROLLOUT
 from raykube.serving.rollout import STOPPED as STOPPED_ROLLOUT
-from raykube.serving.rollout import RolloutResult, canary_of, run_rollout
+from raykube.serving.rollout import (
+    RolloutResult,
+    canary_of,
+    counts_in,
+    run_rollout,
+    weights_in,
+)
 from raykube.render.serve_config import (
     MODEL_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
@@ -428,10 +434,10 @@ class _LocalServe:
         return get_json(self._url)
 
     def counts(self) -> dict[str, VersionCounts]:
-        return {v: VersionCounts.of(c) for v, c in (self._router().get("counts") or {}).items()}
+        return counts_in(self._router())
 
     def weights(self) -> dict[str, int]:
-        return {str(v): int(w) for v, w in (self._router().get("weights") or {}).items()}
+        return weights_in(self._router())
 
 
 def get_json(url: str, *, timeout: float = 30.0) -> dict[str, Any]:
