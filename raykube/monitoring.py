@@ -50,9 +50,8 @@ def prometheus_yaml(cluster: ClusterRef = None, *, scrape_interval: str = "15s",
     handle = resolve(cluster).known("a scrape configuration")
     targets = handle.backend.scrape_targets(handle.name)
     return yaml.safe_dump(prometheus_config(
-        discovery_file=targets.discovery_file, head_targets=targets.head_targets,
-        cluster=handle.name, scrape_interval=scrape_interval, rule_files=rule_files),
-        sort_keys=False)
+        discovery_file=targets.discovery_file, cluster=handle.name,
+        scrape_interval=scrape_interval, rule_files=rule_files), sort_keys=False)
 
 
 def write_monitoring(cluster: ClusterRef, out_dir: str | Path, *, scrape_interval: str = "15s",

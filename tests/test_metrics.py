@@ -135,6 +135,7 @@ class Sent:
 
     codes: Counter[tuple[str, str]]
     feedback: Counter[tuple[str, str]]
+    url: str
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def served(local_cluster: raykube.Cluster, prometheus: Prometheus,
         post(services[1].url, {"instances": [[666.0, 0.0, 0.0, 0.0]]})
         assert {k for k in codes if k[1] == "200"} == {("v1", "200")}
         assert codes[("v2", "500")] > 0 and codes[("none", "400")] == 2
-        yield Sent(codes, feedback)
+        yield Sent(codes, feedback, url)
     finally:
         for service in services:
             service.delete()
@@ -205,16 +206,17 @@ def test_requests_and_feedback_are_counted_exactly(prometheus: Prometheus, serve
         'sum(raykube_serve_feedback_total{service="metered",correct="true"}) / '
         'sum(raykube_serve_feedback_total{service="metered"})')
     assert float(accuracy[0]["value"][1]) == pytest.approx(right / sum(served.feedback.values()))
-    assert prometheus.query('raykube_serve_retries_total{service="poisoned"}'), \
-        "the request whose replica died was re-sent"
+    wait_for(lambda: prometheus.query('raykube_serve_retries_total{service="poisoned"}') or None,
+             timeout=60, what="the re-sent request whose replica died counted")
 
 
 def test_the_last_reported_accuracy_and_the_restart(
         prometheus: Prometheus, trained: raykube.TrainResult) -> None:
     last = trained.metrics["test_accuracy"]
-    wait_for(lambda: [float(s["value"][1]) for s in prometheus.query(
-        f'raykube_train_metric{{run="{RUN}",metric="test_accuracy"}}')] == [last],
-        timeout=120, what=f"raykube_train_metric test_accuracy = {last}")
+    query = f'raykube_train_metric{{run="{RUN}",metric="test_accuracy"}}'
+    wait_for(lambda: [float(s["value"][1]) for s in prometheus.query(query)] == [last],
+             timeout=120, what=f"raykube_train_metric test_accuracy = {last}",
+             describe=lambda: f"series now: {prometheus.query(query)}")
     wait_for(lambda: sums(prometheus, f'sum(raykube_train_restarts_total{{run="{RUN}"}})',
                           ()) == {(): 1},
              timeout=60, what="one restart from a checkpoint")
@@ -223,8 +225,9 @@ def test_the_last_reported_accuracy_and_the_restart(
 
 def test_rays_own_series_are_scraped(prometheus: Prometheus, served: Sent) -> None:
     for series in ("ray_node_cpu_utilization", "ray_node_mem_used",
-                   "ray_serve_num_http_requests_total", "ray_autoscaler_active_nodes"):
-        wait_for(lambda s=series: prometheus.query(s), timeout=60, what=f"{series} scraped")
+                   "ray_serve_num_http_requests_total", "autoscaler_active_nodes"):
+        wait_for(lambda s=series: prometheus.query(s) or None, timeout=60,
+                 what=f"{series} scraped")
     clusters = {s["metric"].get("ray_io_cluster") for s in prometheus.query(
         "ray_node_cpu_utilization")}
     assert clusters == {"rk-session"}
@@ -249,10 +252,14 @@ def test_every_dashboard_and_alert_query_returns_data(
 
 def test_the_error_rate_alert_fires_for_the_failing_version(
         prometheus: Prometheus, served: Sent) -> None:
-    def firing() -> list[dict[str, Any]]:
+    # Requests now, so the rule's 2-minute rate sees them (the counted ones may be older).
+    for i in range(30):
+        post(served.url, {"instances": [[float(i % 10), 1.0, 2.0, 3.0]]})
+
+    def firing() -> list[dict[str, Any]] | None:
         return [a for a in prometheus.get("/api/v1/alerts")["alerts"]
                 if a["labels"]["alertname"] == "RaykubeServeErrorRate"
-                and a["state"] == "firing"]
+                and a["state"] == "firing"] or None
 
     alerts = wait_for(firing, timeout=120, what="RaykubeServeErrorRate to fire")
     assert {(a["labels"]["service"], a["labels"]["version"]) for a in alerts} == {

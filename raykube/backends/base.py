@@ -173,10 +173,8 @@ class ScrapeTargets:
     """Where Prometheus finds a running cluster's metrics from this machine."""
 
     discovery_file: str
-    """Ray's service-discovery file (``file_sd`` format): every node's metrics agent, kept
-    current by the head as nodes come and go."""
-    head_targets: list[str]
-    """``host:port`` of the autoscaler's and the dashboard's own metrics."""
+    """Ray's service-discovery file (``file_sd`` format): every node's metrics agent and the
+    head's autoscaler and dashboard metrics, kept current by the head as nodes come and go."""
     ray_dashboards: str
     """The folder of Grafana dashboards Ray generated for this Ray version."""
 

@@ -123,8 +123,11 @@ ALERTS = (
           "service's best version", for_="10m"),
     Alert("RaykubeTrainingRestarts", "sum by (run) (increase(raykube_train_restarts_total[15m]))",
           ">", "0", "training run {{ $labels.run }} restarted from a checkpoint", for_="0s"),
-    Alert("RayNodeFailed", "sum(ray_autoscaler_recently_failed_nodes)", ">", "0",
-          "the Ray autoscaler saw a node fail", for_="0s"),
+    Alert("RayNodeDown", 'min by (instance) (up{job=~"ray.*"})', "==", "0",
+          "{{ $labels.instance }}: a Ray node's metrics agent does not answer (the node is "
+          "gone, or its processes died)", for_="30s", severity="critical"),
+    Alert("RayNodeLaunchFailed", "sum(increase(autoscaler_failed_create_nodes_total[10m]))",
+          ">", "0", "the Ray autoscaler failed to start a node", for_="0s"),
 )
 
 

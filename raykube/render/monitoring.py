@@ -1,9 +1,9 @@
 """Monitoring as configuration (pure): how Prometheus scrapes a raykube cluster and what
 Grafana shows of it, locally and on Kubernetes.
 
-- Locally, :func:`prometheus_config` scrapes every node's Ray metrics agent through the
-  service-discovery file the head's dashboard keeps up to date (so nodes the autoscaler adds
-  appear by themselves), plus the autoscaler's and the dashboard's own metrics ports.
+- Locally, :func:`prometheus_config` scrapes through the service-discovery file the head's
+  dashboard keeps up to date: every node's Ray metrics agent (so nodes the autoscaler adds
+  appear by themselves) and the autoscaler's and the dashboard's own metrics ports.
 - On Kubernetes, :func:`render_pod_monitors` are the PodMonitors KubeRay documents (one for
   the head with its ``metrics``, ``as-metrics`` and ``dash-metrics`` ports, one for the
   workers, ``ray.io/cluster`` relabelled to ``ray_io_cluster`` as Ray's dashboards expect),
@@ -43,31 +43,27 @@ def _operator_rename() -> dict[str, Any]:
             "action": "replace"}
 
 
-def prometheus_config(*, discovery_file: str, head_targets: list[str], cluster: str,
-                      scrape_interval: str = "15s", rule_files: list[str] | None = None
-                      ) -> dict[str, Any]:
+def prometheus_config(*, discovery_file: str, cluster: str, scrape_interval: str = "15s",
+                      rule_files: list[str] | None = None) -> dict[str, Any]:
     """A Prometheus configuration for one local cluster.
 
     Args:
-        discovery_file: the head's ``prom_metrics_service_discovery.json`` (every node's
-            metrics agent, kept current by Ray).
-        head_targets: ``host:port`` of the autoscaler's and the dashboard's metrics.
+        discovery_file: the head's ``prom_metrics_service_discovery.json``: every node's
+            metrics agent and the head's autoscaler and dashboard metrics, kept current by Ray.
         cluster: the cluster's name, as the ``ray_io_cluster`` label of every series.
         scrape_interval: how often Prometheus scrapes and evaluates rules.
         rule_files: alert rule files to load.
     """
-    labels = [{"target_label": "ray_io_cluster", "replacement": cluster, "action": "replace"}]
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": list(rule_files or []),
-        "scrape_configs": [
-            {"job_name": f"ray-{cluster}-nodes",
-             "file_sd_configs": [{"files": [discovery_file]}],
-             "relabel_configs": labels, "metric_relabel_configs": [RENAME]},
-            {"job_name": f"ray-{cluster}-head",
-             "static_configs": [{"targets": head_targets}],
-             "relabel_configs": labels, "metric_relabel_configs": [RENAME]},
-        ],
+        "scrape_configs": [{
+            "job_name": f"ray-{cluster}",
+            "file_sd_configs": [{"files": [discovery_file]}],
+            "relabel_configs": [{"target_label": "ray_io_cluster", "replacement": cluster,
+                                 "action": "replace"}],
+            "metric_relabel_configs": [dict(RENAME)],
+        }],
     }
 
 

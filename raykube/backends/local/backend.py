@@ -368,14 +368,12 @@ class LocalBackend:
     # ---- Backend interface ---------------------------------------------------------------
 
     def scrape_targets(self, name: str) -> ScrapeTargets:
-        """Ray's service-discovery file in the head's session folder, and the head's
-        autoscaler and dashboard metrics ports."""
+        """Ray's service-discovery file in the head's session folder (it lists the head's
+        autoscaler and dashboard metrics too, on the ports raykube picked)."""
         record = self._record(name)
         return ScrapeTargets(
             discovery_file=str(Path(record.temp_dir) / "session_latest"
                                / PROMETHEUS_DISCOVERY_FILE),
-            head_targets=[f"{record.node_ip}:{record.ports.autoscaler_metrics}",
-                          f"{record.node_ip}:{record.ports.dashboard_metrics}"],
             ray_dashboards=str(live_metrics_dir(name) / "grafana" / "dashboards"),
         )
 
