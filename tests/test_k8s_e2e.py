@@ -549,30 +549,27 @@ def test_a_raycluster_raykube_did_not_make_is_listed_read_and_reached(
 
 
 def test_prometheus_finds_every_ray_pod_through_the_rendered_pod_monitors(
-        e2e: E2ECluster, kube: dict[str, str], tmp_path: Path) -> None:
-    """A real Prometheus with Kubernetes service discovery against the API server, configured
-    as the Prometheus operator would from raykube's PodMonitors (tests/support/prom_operator),
-    scrapes the Ray pods of the module's cluster: every pod's series carry ray_io_cluster."""
+        e2e: E2ECluster, tmp_path: Path) -> None:
+    """A real Prometheus, configured as the Prometheus operator would from raykube's
+    PodMonitors, with the pods the API server lists (tests/support/prom_operator: stand-ins for
+    the operator and for Kubernetes discovery, which Debian's Prometheus leaves out), scrapes
+    the Ray pods of the module's cluster: every pod's series carry ray_io_cluster."""
     import shutil
     import time
 
     import yaml as pyyaml
 
     from raykube.render.monitoring import render_pod_monitors
-    from support.prom_operator import scrape_jobs
+    from support.prom_operator import discovered_pods, scrape_jobs
 
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("Debian's prometheus is not installed (.ci/run installs it)")
-    kubeconfig = pyyaml.safe_load(Path(kube["KUBECONFIG"]).read_text())
-    server = kubeconfig["clusters"][0]["cluster"]
-    token = tmp_path / "token"
-    token.write_text(kubeconfig["users"][0]["user"]["token"])
+    discovery = tmp_path / "pods.json"
+    discovery.write_text(json.dumps(discovered_pods(pods_of(e2e.namespace, ""))))
     spec = load_spec(SPECS / "kube-e2e.yaml")
     jobs = [job for monitor in render_pod_monitors(spec)
-            for job in scrape_jobs(monitor, e2e.namespace, api_server=server["server"],
-                                   ca_file=server["certificate-authority"],
-                                   token_file=str(token))]
+            for job in scrape_jobs(monitor, e2e.namespace, discovery_file=str(discovery))]
     config = tmp_path / "prometheus.yml"
     config.write_text(pyyaml.safe_dump({"global": {"scrape_interval": "2s"},
                                         "scrape_configs": jobs}))
@@ -596,6 +593,16 @@ def test_prometheus_finds_every_ray_pod_through_the_rendered_pod_monitors(
                 s["metric"]["pod"])
         return found or None
 
+    def targets() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets",
+                                    timeout=10) as answer:
+            data = json.loads(answer.read())["data"]
+        active = [(t["labels"].get("pod"), t["health"], t.get("lastError", ""))
+                  for t in data["activeTargets"]]
+        dropped = [t["discoveredLabels"].get("__meta_kubernetes_pod_container_port_name")
+                   for t in data["droppedTargets"]][:20]
+        return f"active {active}; dropped ports {dropped}"
+
     try:
         pods = {p.metadata.name: "head" if p.metadata.labels.get("ray.io/node-type") == "head"
                 else p.metadata.labels.get("ray.io/group")
@@ -604,7 +611,8 @@ def test_prometheus_finds_every_ray_pod_through_the_rendered_pod_monitors(
         found = wait_for(lambda: (f := scraped()) and set(f.get(CLUSTER, set())) >= set(pods)
                          and f, timeout=max(1.0, deadline - time.monotonic()),
                          what=f"every pod of {CLUSTER} scraped",
-                         describe=lambda: f"scraped {scraped()}; pods {pods}")
+                         describe=lambda: f"scraped {scraped()}; pods {pods}; targets "
+                         f"{targets()}; log {(tmp_path / 'prometheus.log').read_text()[-1500:]}")
         assert set(found) == {CLUSTER}, "every series carries the cluster as ray_io_cluster"
         assert {pods[p] for p in found[CLUSTER] if p in pods} >= {"head", "cpu", "gpu"}
     finally:

@@ -156,20 +156,28 @@ def run_rollout(target: RolloutTarget, spec: ServeSpec, stable: str, canary: str
     def say(message: str) -> None:
         progress.say(f"service {spec.name}: {message}")
 
+    def apply(weights: dict[str, int]) -> None:
+        """Run ``weights`` and return once the router itself answers with those shares (a
+        platform may call a new config running a moment before its router took it)."""
+        target.apply(_state(spec, weights), result.as_record())
+        wanted = {v: w for v, w in weights.items() if w > 0}
+        wait_for(lambda: target.weights() == wanted, timeout=120,
+                 what=f"the router of {spec.name} to take the shares {wanted}")
+
     def end(verdict: str, reason: str, weights: dict[str, int]) -> RolloutResult:
         result.verdict, result.reason, result.ended = verdict, reason, time.time()
         if weights:
-            target.apply(_state(spec, weights), result.as_record())
+            apply(weights)
         say(result.summary())
         return result
 
     say(f"rollout: starting {canary} beside {stable}, without traffic")
-    target.apply(_state(spec, {stable: 100, canary: 0}), result.as_record())
+    apply({stable: 100, canary: 0})
     for percent in rollout.steps:
         shares = {canary: 100} if percent == 100 else {stable: 100 - percent, canary: percent}
         if percent == 100:
             shares[stable] = 0  # still running until the verdict: a rollback needs it
-        target.apply(_state(spec, shares), result.as_record())
+        apply(shares)
         say(f"rollout: {canary} gets {percent}% for at least {rollout.step_seconds:g} s")
         step = _run_step(target, rollout, policy, stable, canary, percent, shares, say)
         result.steps.append(step)
