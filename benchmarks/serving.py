@@ -117,21 +117,46 @@ def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str,
     rows: list[dict[str, Any]] = []
     try:
         wait_for(lambda: _answers(plain_url), timeout=60, what="the plain uvicorn server")
-        # The same service with raykube's metrics on and off, one after the other (one
-        # replica's CPU each), then the plain server while Serve is idle.
-        for server_name, name, metrics in (("raykube", "bench", True),
-                                           ("raykube-no-metrics", "bench-off", False)):
-            progress(f"serving: deploying {name} (metrics {'on' if metrics else 'off'})")
-            service = deploy(spec(name, metrics), cluster)
-            try:
-                _measure(service.url, server_name, levels, per_client, rows, progress)
-            finally:
+        # The same service with raykube's metrics on and off, both up at once (one replica's
+        # CPU each) and measured in alternating rounds, so drift hits both alike; then the
+        # plain server while Serve is idle.
+        progress("serving: deploying bench (metrics on) and bench-off (metrics off)")
+        services = {"raykube": deploy(spec("bench", True), cluster),
+                    "raykube-no-metrics": deploy(spec("bench-off", False), cluster)}
+        try:
+            for url in (s.url for s in services.values()):
+                load_test(url, 2, 10)  # warm-up: connections, first batches
+            for level in levels:
+                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in services}
+                for index in range(ROUNDS):
+                    order = list(services.items())
+                    for name, service in order if index % 2 == 0 else reversed(order):
+                        progress(f"serving: {name} at concurrency {level}")
+                        rounds[name].append(load_test(service.url, level,
+                                                      max(1, per_client // ROUNDS)))
+                rows += [{"server": name, "concurrency": level, **median_of(runs)}
+                         for name, runs in rounds.items()]
+        finally:
+            for service in services.values():
                 service.delete()
         _measure(plain_url, "plain", levels, per_client, rows, progress)
     finally:
         server.terminate()
         server.wait(timeout=30)
     return rows
+
+
+ROUNDS = 4
+"""Rounds per concurrency level of the metrics-on and metrics-off services, in alternating
+order (on, off; off, on; ...), so neither always runs first."""
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over ``runs`` (failures summed)."""
+    import statistics
+
+    return {key: (sum(r[key] for r in runs) if key == "failures"
+                  else statistics.median(r[key] for r in runs)) for key in runs[0]}
 
 
 def _measure(url: str, server_name: str, levels: list[int], per_client: int,

@@ -19,6 +19,7 @@ from raykube.errors import ServeError
 from raykube.serving.rollout import PROMOTED, ROLLED_BACK
 from raykube.serving.service import Service, deploy, get_service
 from raykube.specs.serve import ServeSpec, parse_serve_spec
+from raykube.waiting import wait_for
 from support.load import Load
 
 pytestmark = pytest.mark.local
@@ -121,3 +122,41 @@ def test_a_less_accurate_version_is_rolled_back_on_feedback(
         local_cluster: raykube.Cluster, service_name: str, tmp_path: Path) -> None:
     load = rolled_back(local_cluster, service_name, tmp_path, "accuracy", wrong=0.5)
     assert load.failures == []
+
+
+def test_a_person_aborts_a_running_rollout(
+        local_cluster: raykube.Cluster, service_name: str, tmp_path: Path) -> None:
+    """`raykube serve rollout abort` while a rollout waits out a long step: the stable version
+    gets all traffic back, the canary goes, and the running rollout sees it and stops."""
+    import threading
+
+    from raykube.serving.rollout import STOPPED
+
+    v1 = faults(tmp_path, "v1")
+    deploy(classifier(service_name, [v1], rollout=False), local_cluster)
+    url = get_service(service_name, local_cluster).url
+    long_step = classifier(service_name, [v1, faults(tmp_path, "v2")], rollout=True)
+    assert long_step.rollout is not None
+    long_step = long_step.model_copy(update={"rollout": long_step.rollout.model_copy(
+        update={"step_seconds": 600.0})})
+    outcome: list[Any] = []
+    with Load(url, clients=2, body={"instances": [ROW]}) as load:
+        rolling = threading.Thread(
+            target=lambda: outcome.append(deploy(long_step, local_cluster).last_rollout))
+        rolling.start()
+        wait_for(lambda: (s := get_service(service_name, local_cluster).status()).last_rollout
+                 and s.last_rollout.steps == [] and s.version("v2").weight == 25,
+                 timeout=120, what="the rollout's first step under way")
+        aborted = run_cli("serve", "rollout", "abort", service_name, "--cluster",
+                          local_cluster.name)
+        assert aborted.returncode == 0, aborted.stderr
+        assert "stopped: abort by a person: v1 gets all traffic, v2 goes" in aborted.stdout
+        rolling.join(timeout=120)
+        assert not rolling.is_alive()
+    assert outcome[0].verdict == STOPPED, outcome
+    status = get_service(service_name, local_cluster).status()
+    assert [(v.version, v.weight) for v in status.versions] == [("v1", 100)]
+    assert status.last_rollout is not None and status.last_rollout.verdict == STOPPED
+    assert load.failures == []
+    again = run_cli("serve", "rollout", "abort", service_name, "--cluster", local_cluster.name)
+    assert again.returncode == 9 and "no rollout of service" in again.stderr
