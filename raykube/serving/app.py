@@ -200,6 +200,7 @@ class Router:
         self.weights: dict[str, int] = {}
         self.handles: dict[str, Any] = {}
         self.metrics = ServeMetrics(service, export=metrics)
+        self.rollout_verdict: str | None = None
         self.answers = RecentAnswers()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -210,6 +211,7 @@ class Router:
             for v in weights
         }
         self.weights = weights
+        self.rollout_verdict = (config.get("rollout") or {}).get("verdict")
 
     def pick_version(self) -> str:
         """A version drawn by the traffic shares."""
@@ -219,7 +221,8 @@ class Router:
     async def __call__(self, request: Request) -> JSONResponse:
         if request.method == "GET":
             return JSONResponse({"service": self.service, "weights": self.weights,
-                                 "counts": self.metrics.counts()})
+                                 "counts": self.metrics.counts(),
+                                 "rollout": self.rollout_verdict})
         body = await _read_body(request)
         if request.url.path.rstrip("/").endswith("/" + FEEDBACK_PATH):
             return self._feedback(body)

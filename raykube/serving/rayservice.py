@@ -33,14 +33,7 @@ from raykube.render.rayservice import (
     render_rayservice,
 )
 from raykube.render.serve_config import render_applications, rollout_steps
-from raykube.serving.judge import VersionCounts
-from raykube.serving.rollout import (
-    RolloutResult,
-    canary_of,
-    counts_in,
-    run_rollout,
-    weights_in,
-)
+from raykube.serving.rollout import RolloutResult, RouterReading, canary_of, run_rollout
 from raykube.serving.service import get_json
 from raykube.specs.serve import ServeSpec, load_serve_spec
 from raykube.waiting import wait_for
@@ -261,11 +254,8 @@ class _RayServiceTarget:
             self._url = endpoints.serve_url.rstrip("/") + self.spec.route
         return get_json(self._url)
 
-    def counts(self) -> dict[str, VersionCounts]:
-        return counts_in(self._router())
-
-    def weights(self) -> dict[str, int]:
-        return weights_in(self._router())
+    def read(self) -> RouterReading:
+        return RouterReading.of(self._router())
 
     def close(self) -> None:
         if self._forward is not None:

@@ -85,22 +85,26 @@ class RolloutTarget(Protocol):
         traffic, old ones without traffic before they go), keeping ``record`` in the router's
         config; return once it runs."""
 
-    def counts(self) -> dict[str, VersionCounts]:
-        """The router's cumulative counts per version now."""
-
-    def weights(self) -> dict[str, int]:
-        """The traffic shares the router runs with now."""
+    def read(self) -> RouterReading:
+        """What the router answers now (``GET <route>``)."""
 
 
-def counts_in(router_answer: dict[str, Any]) -> dict[str, VersionCounts]:
-    """Per version counts from the router's ``GET <route>`` answer."""
-    return {str(v): VersionCounts.of(c)
-            for v, c in (router_answer.get("counts") or {}).items()}
+@dataclass(frozen=True)
+class RouterReading:
+    """The router's answer to ``GET <route>``: its shares, its cumulative counts per
+    version, and the verdict of the rollout its config records (a person who steps in
+    writes ``stopped`` there)."""
 
+    weights: dict[str, int]
+    counts: dict[str, VersionCounts]
+    verdict: str | None
 
-def weights_in(router_answer: dict[str, Any]) -> dict[str, int]:
-    """The shares the router runs with, from its ``GET <route>`` answer."""
-    return {str(v): int(w) for v, w in (router_answer.get("weights") or {}).items()}
+    @classmethod
+    def of(cls, answer: dict[str, Any]) -> RouterReading:
+        return cls({str(v): int(w) for v, w in (answer.get("weights") or {}).items()},
+                   {str(v): VersionCounts.of(c)
+                    for v, c in (answer.get("counts") or {}).items()},
+                   answer.get("rollout"))
 
 
 def canary_of(spec: ServeSpec, running: dict[str, int]) -> tuple[str, str] | None:
@@ -161,8 +165,15 @@ def run_rollout(target: RolloutTarget, spec: ServeSpec, stable: str, canary: str
         platform may call a new config running a moment before its router took it)."""
         target.apply(_state(spec, weights), result.as_record())
         wanted = {v: w for v, w in weights.items() if w > 0}
-        wait_for(lambda: target.weights() == wanted, timeout=120,
-                 what=f"the router of {spec.name} to take the shares {wanted}")
+
+        def taken() -> bool:
+            reading = target.read()
+            if reading.verdict == STOPPED:
+                raise _SteppedIn()
+            return reading.weights == wanted
+
+        wait_for(taken, timeout=120, what=f"the router of {spec.name} to take the shares "
+                 f"{wanted}")
 
     def end(verdict: str, reason: str, weights: dict[str, int]) -> RolloutResult:
         result.verdict, result.reason, result.ended = verdict, reason, time.time()
@@ -172,42 +183,51 @@ def run_rollout(target: RolloutTarget, spec: ServeSpec, stable: str, canary: str
         return result
 
     say(f"rollout: starting {canary} beside {stable}, without traffic")
-    apply({stable: 100, canary: 0})
-    for percent in rollout.steps:
-        shares = {canary: 100} if percent == 100 else {stable: 100 - percent, canary: percent}
-        if percent == 100:
-            shares[stable] = 0  # still running until the verdict: a rollback needs it
-        apply(shares)
-        say(f"rollout: {canary} gets {percent}% for at least {rollout.step_seconds:g} s")
-        step = _run_step(target, rollout, policy, stable, canary, percent, shares, say)
-        result.steps.append(step)
-        if step.reasons and not step.passed and step.reasons[0].startswith("the shares"):
-            return end(STOPPED, step.reasons[0], {})
-        say(f"rollout: step {percent}%: {'passed' if step.passed else 'FAILED'} "
-            f"({canary}: {Figures(**step.canary).shown()}"
-            + (f"; {stable}: {Figures(**step.stable).shown()}" if step.stable else "") + ")"
-            + ("" if step.passed else f": {'; '.join(step.reasons)}"))
-        if not step.passed:
-            return end(ROLLED_BACK, "; ".join(step.reasons), {stable: 100})
+    try:
+        apply({stable: 100, canary: 0})
+        for percent in rollout.steps:
+            shares = ({canary: 100, stable: 0} if percent == 100  # stable stays up till the end
+                      else {stable: 100 - percent, canary: percent})
+            apply(shares)
+            say(f"rollout: {canary} gets {percent}% for at least {rollout.step_seconds:g} s")
+            step = _run_step(target, rollout, policy, stable, canary, percent)
+            result.steps.append(step)
+            _say_step(say, step, stable, canary)
+            if not step.passed:
+                return end(ROLLED_BACK, "; ".join(step.reasons), {stable: 100})
+    except _SteppedIn:
+        return end(STOPPED, "a person stepped in (serve rollout abort|promote): this rollout "
+                   "stops", {})
     return end(PROMOTED, f"every step passed ({', '.join(f'{p}%' for p in rollout.steps)})",
                {canary: 100})
 
 
+def _say_step(say: Any, step: StepRecord, stable: str, canary: str) -> None:
+    figures = f"{canary}: {Figures(**step.canary).shown()}" + (
+        f"; {stable}: {Figures(**step.stable).shown()}" if step.stable else "")
+    say(f"rollout: step {step.percent}%: {'passed' if step.passed else 'FAILED'} ({figures})"
+        + ("" if step.passed else f": {'; '.join(step.reasons)}"))
+
+
 def _run_step(target: RolloutTarget, rollout: Any, policy: Policy, stable: str, canary: str,
-              percent: int, shares: dict[str, int], say: Any) -> StepRecord:
-    """Wait out one step and judge it on the counts it produced."""
+              percent: int) -> StepRecord:
+    """Wait out one step and judge it on the counts it produced.
+
+    Raises:
+        _SteppedIn: a person stopped the rollout meanwhile.
+    """
     started = time.monotonic()
-    before = target.counts()
+    before = target.read().counts
     empty = VersionCounts()
 
-    def window() -> dict[str, VersionCounts]:
-        now = target.counts()
+    def window(now: dict[str, VersionCounts]) -> dict[str, VersionCounts]:
         return {v: now.get(v, empty).since(before.get(v, empty)) for v in (stable, canary)}
 
     def judged_yet() -> dict[str, VersionCounts] | None:
-        if target.weights() != {v: w for v, w in shares.items() if w > 0}:
-            raise _SharesChanged()
-        counts = window()
+        reading = target.read()
+        if reading.verdict == STOPPED:
+            raise _SteppedIn()
+        counts = window(reading.counts)
         elapsed = time.monotonic() - started
         if elapsed >= rollout.step_seconds and counts[canary].requests >= rollout.min_requests:
             return counts
@@ -216,12 +236,8 @@ def _run_step(target: RolloutTarget, rollout: Any, policy: Policy, stable: str, 
     try:
         counts = wait_for(judged_yet, timeout=rollout.step_seconds + rollout.step_timeout_seconds,
                           what=f"{rollout.min_requests} requests to {canary}", interval=0.5)
-    except _SharesChanged:
-        return StepRecord(percent, round(time.monotonic() - started, 1), {}, None, False,
-                          ["the shares were changed by someone else (serve rollout "
-                           "abort/promote): this rollout stops"])
     except ReadyTimeout:  # too few requests came: judge on what did
-        counts = window()
+        counts = window(target.read().counts)
     new, old = Figures.of(counts[canary]), Figures.of(counts[stable])
     stable_figures = old if old.requests else None
     if new.requests == 0:
@@ -235,5 +251,5 @@ def _run_step(target: RolloutTarget, rollout: Any, policy: Policy, stable: str, 
                       verdict_reasons)
 
 
-class _SharesChanged(Exception):
-    """The router's shares are not the ones this rollout set: a person stepped in."""
+class _SteppedIn(Exception):
+    """The router's config says the rollout stopped: a person stepped in."""

@@ -29,16 +29,9 @@ from raykube.dashboard import DashboardClient, jobs_client
 from raykube.errors import BackendError, RaykubeError, ServeError, SpecError
 from raykube.output import html_table
 from raykube.progress import Progress
-from raykube.serving.judge import VersionCounts
 from raykube.serving.rollout import RUNNING as RUNNING_ROLLOUT
 from raykube.serving.rollout import STOPPED as STOPPED_ROLLOUT
-from raykube.serving.rollout import (
-    RolloutResult,
-    canary_of,
-    counts_in,
-    run_rollout,
-    weights_in,
-)
+from raykube.serving.rollout import RolloutResult, RouterReading, canary_of, run_rollout
 from raykube.render.serve_config import (
     MODEL_DEPLOYMENT,
     ROUTER_IMPORT_PATH,
@@ -433,11 +426,8 @@ class _LocalServe:
         assert self._url is not None, "applied before it is read"
         return get_json(self._url)
 
-    def counts(self) -> dict[str, VersionCounts]:
-        return counts_in(self._router())
-
-    def weights(self) -> dict[str, int]:
-        return weights_in(self._router())
+    def read(self) -> RouterReading:
+        return RouterReading.of(self._router())
 
 
 def get_json(url: str, *, timeout: float = 30.0) -> dict[str, Any]:
