@@ -6,7 +6,8 @@ lost replica, each class label it answered, and each piece of feedback on an ear
 Ray's and Serve's own series, so Prometheus finds them the same way locally and on KubeRay.
 
 Ray names every application metric ``ray_<name>``; raykube's scrape configuration and PodMonitor
-rename ``ray_raykube_*`` back to ``raykube_*`` (:data:`RENAME_RELABEL`), so the series are:
+rename ``ray_raykube_*`` back to ``raykube_*`` (:data:`raykube.render.monitoring.RENAME`), so the
+series are:
 
 - ``raykube_serve_requests_total{service,version,code}``: every answered request, 4xx included
   (``version="none"`` for a request refused before a version was picked);
@@ -41,12 +42,6 @@ NO_VERSION = "none"
 REMEMBERED_ANSWERS = 100_000
 """Answers a router keeps for feedback (the oldest are forgotten first): at a few hundred
 requests per second, minutes of feedback delay."""
-
-RENAME_RELABEL = {"source_labels": ["__name__"], "regex": "ray_(raykube_.*)",
-                  "target_label": "__name__", "replacement": "$1"}
-"""The Prometheus relabelling that gives raykube's series their own names back (Ray prefixes
-every application metric with ``ray_``)."""
-
 
 def class_label(value: Any) -> str | None:
     """``value`` as a class label (an int or a short string), or None when it is not one."""

@@ -34,7 +34,7 @@ from raykube.render.rayservice import (
 )
 from raykube.render.serve_config import render_applications, rollout_steps
 from raykube.serving.rollout import RolloutResult, RouterReading, canary_of, run_rollout
-from raykube.serving.service import get_json
+from raykube.serving.service import get_json, router_user_config_of, weights_of
 from raykube.specs.serve import ServeSpec, load_serve_spec
 from raykube.waiting import wait_for
 
@@ -89,9 +89,8 @@ class RayServices:
     def _last_rollout(raw: dict[str, Any], name: str) -> RolloutResult | None:
         config = yaml.safe_load((raw.get("spec") or {}).get("serveConfigV2") or "{}") or {}
         router = next((a for a in config.get("applications") or [] if a.get("name") == name),
-                      {})
-        record = ((router.get("deployments") or [{}])[0].get("user_config") or {}).get(
-            "rollout")
+                      None)
+        record = router_user_config_of(router).get("rollout")
         return RolloutResult.of(record) if record else None
 
     def _applications(self, name: str) -> list[dict[str, Any]]:
@@ -121,9 +120,7 @@ class RayServices:
                 self.kube.apply(body)
         running = self._applications(spec.name)
         router = next((a for a in running if a["name"] == spec.name), None)
-        user_config = ((router or {}).get("deployments") or [{}])[0].get("user_config") or {}
-        pair = canary_of(spec, {str(v): int(w) for v, w in
-                                (user_config.get("weights") or {}).items()})
+        pair = canary_of(spec, weights_of(router))
         if pair:
             target = _RayServiceTarget(self, spec, timeout)
             try:
@@ -131,7 +128,8 @@ class RayServices:
             finally:
                 target.close()
             return self.status(spec.name)
-        return self._apply_state(spec, user_config.get("rollout"), timeout=timeout)
+        return self._apply_state(spec, router_user_config_of(router).get("rollout"),
+                                 timeout=timeout)
 
     def _apply_state(self, spec: ServeSpec, record: dict[str, Any] | None, *,
                      timeout: float) -> RayServiceStatus:

@@ -148,7 +148,7 @@ def _status(api: _ServeApi, name: str, route: str | None = None) -> ServiceStatu
     if router is None:
         return None
     config = router.get("deployed_app_config") or {}
-    user_config = _router_config(config)
+    user_config = router_user_config_of(config)
     weights = user_config.get("weights", {})
     versions = []
     for app_name, app in sorted(apps.items()):
@@ -373,11 +373,11 @@ def deploy(
     target = _LocalServe(api, handle, working_dir, py_executable, progress, timeout)
     result = None
     try:
-        pair = canary_of(spec, _weights_of(mine_before.get(spec.name)))
+        pair = canary_of(spec, weights_of(mine_before.get(spec.name)))
         if pair:
             result = run_rollout(target, spec, *pair, progress=progress)
         else:  # a plain deploy keeps the record of the last judged rollout
-            target.apply(spec, _router_config(mine_before.get(spec.name)).get("rollout"))
+            target.apply(spec, router_user_config_of(mine_before.get(spec.name)).get("rollout"))
     except (ServeError, KeyboardInterrupt):  # a failed or an interrupted rollout
         progress.say(f"service {spec.name}: putting back what ran before")
         api.put(others + list(mine_before.values()))
@@ -389,15 +389,16 @@ def deploy(
     return service
 
 
-def _router_config(router: dict[str, Any] | None) -> dict[str, Any]:
-    """The user_config of a deployed router app (empty when not deployed)."""
+def router_user_config_of(router: dict[str, Any] | None) -> dict[str, Any]:
+    """The user_config of a service's router app config (its shares and its last rollout's
+    record; empty when there is no router)."""
     deployments = (router or {}).get("deployments") or [{}]
     return dict(deployments[0].get("user_config") or {})
 
 
-def _weights_of(router: dict[str, Any] | None) -> dict[str, int]:
-    """The traffic shares a deployed router config runs with (none when not deployed)."""
-    weights = _router_config(router).get("weights") or {}
+def weights_of(router: dict[str, Any] | None) -> dict[str, int]:
+    """The traffic shares a router app config runs with (none when there is no router)."""
+    weights = router_user_config_of(router).get("weights") or {}
     return {str(v): int(w) for v, w in weights.items()}
 
 
@@ -481,7 +482,7 @@ def step_in(name: str, cluster: ClusterRef = None, *, action: str) -> RolloutRes
     if router is None:
         raise ServeError(f"no service {name!r} on cluster {handle.name!r}",
                          "`raykube serve status` lists the services there")
-    record = _router_config(router).get("rollout")
+    record = router_user_config_of(router).get("rollout")
     if not record or record.get("verdict") != RUNNING_ROLLOUT:
         raise ServeError(f"no rollout of service {name!r} is running",
                          f"`raykube serve rollout status {name}` shows the last one")
