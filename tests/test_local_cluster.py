@@ -31,6 +31,8 @@ def test_session_cluster_nodes_carry_their_group(local_cluster: raykube.Cluster)
     # Each node advertises its group's memory (as KubeRay passes a pod's limit to --memory),
     # not the machine's, so memory-based scheduling behaves as on Kubernetes.
     assert head[0].resources["memory"] == 2 * 2**30, "the head's default 2Gi"
+    if not status.group("cpu").ready:  # the autoscaler removed the idle workers (minReplicas 0)
+        status = local_cluster.scale("cpu", 1, timeout=120)
     workers = [n for n in status.nodes if n.group == "cpu" and n.alive]
     assert workers and all(n.resources["memory"] == 2**30 for n in workers), "memory: 1Gi"
     assert local_cluster.dashboard_url.startswith("http://127.0.0.1:")
