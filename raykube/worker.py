@@ -335,4 +335,6 @@ def _outcome(value: Any) -> dict[str, Any]:
     """The loop's value and this worker's last metrics. A module function, not part of
     ``run``: ``run`` travels by value (cloudpickle), with a frozen copy of the globals it names,
     while this reads the worker module's own ``_last_metrics``."""
+    if _metrics is not None:
+        _metrics.wait_exported()
     return {OUTCOME_KEY: True, "value": value, "metrics": _last_metrics}

@@ -287,19 +287,31 @@ def test_train_command(local_cluster: raykube.Cluster) -> None:
 def test_killed_worker_node_resumes_on_another(ray_driver: raykube.Cluster) -> None:
     """A whole node (its raylet and every process on it) dies mid-run: Ray Train restarts the
     group on the nodes the autoscaler provides and resumes after the latest checkpoint."""
-    from raykube.backends.local.processes import MARKER_ENV, _live_processes_with
+    import psutil
+
+    from raykube.backends.local.processes import MARKER_ENV
     from raykube.backends.local.state import LocalRecord
 
     record = LocalRecord.load(ray_driver.name)
     assert record is not None
     killed: list[str] = []
 
-    def kill_node(actor: Any) -> None:
+    def node_processes(node_id: str) -> list[int]:
         # Every process of a simulated node carries its node id (repeated across clusters,
         # so the cluster's marker too) in its environment.
-        needles = {f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={actor.node_id}".encode(),
-                   f"{MARKER_ENV}={record.marker}".encode()}
-        pids = _live_processes_with("environ", lambda env: needles <= set(env.split(b"\0")))
+        found = []
+        for process in psutil.process_iter():
+            try:
+                env = process.environ()
+            except psutil.Error:
+                continue
+            if (env.get("RAY_OVERRIDE_NODE_ID_FOR_TESTING") == node_id
+                    and env.get(MARKER_ENV) == record.marker):
+                found.append(process.pid)
+        return found
+
+    def kill_node(actor: Any) -> None:
+        pids = node_processes(actor.node_id)
         assert pids, "found the node's processes"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

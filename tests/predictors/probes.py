@@ -88,25 +88,38 @@ class NeverReady:
 class Classifier:
     """A 10-class classifier whose faults a test sets: the class of a row is ``int(row[0]) %
     10``; the JSON at ``checkpoint`` says what share of requests fail (``fail``), how long each
-    batch takes (``delay_s``) and what share of answers are the wrong class (``wrong``)."""
+    batch takes (``delay_s``) and what share of answers are the wrong class (``wrong``).
+
+    Faults are spread evenly, not drawn at random: with ``fail: 0.2`` every fifth batch fails,
+    so any stretch of n batches holds n/5 failures, give or take one, and a judge that counts
+    them decides the same way on every run."""
 
     input_shape = (4,)
 
     def __init__(self, checkpoint: str) -> None:
         import json
-        import random
 
         with open(checkpoint) as handle:
             faults = json.load(handle)
         self.fail = float(faults.get("fail", 0))
         self.delay_s = float(faults.get("delay_s", 0))
         self.wrong = float(faults.get("wrong", 0))
-        self.random = random.Random(faults.get("seed", 0))
+        self.batches = 0
+        self.rows = 0
+
+    @staticmethod
+    def _due(count: int, share: float) -> bool:
+        """Whether the count-th event is one of the evenly spread ``share`` of all events."""
+        return int(count * share) != int((count - 1) * share)
 
     def predict(self, batch: np.ndarray) -> list[int]:
         if self.delay_s:
             time.sleep(self.delay_s)  # stands for a slower model
-        if self.random.random() < self.fail:
+        self.batches += 1
+        if self._due(self.batches, self.fail):
             raise RuntimeError("this version fails on purpose")
-        return [(int(row[0]) + (1 if self.random.random() < self.wrong else 0)) % 10
-                for row in batch]
+        answers = []
+        for row in batch:
+            self.rows += 1
+            answers.append((int(row[0]) + (1 if self._due(self.rows, self.wrong) else 0)) % 10)
+        return answers

@@ -227,6 +227,10 @@ class LocalBackend:
                 "RAY_USAGE_STATS_ENABLED": "0",
             }
         )
+        # Processes export their metrics to their node's agent every 2 s instead of Ray's
+        # 10 s, so a short run's last values reach Prometheus before its workers exit
+        # (raykube.worker_metrics waits for that); a caller's own setting wins.
+        env.setdefault("RAY_metrics_report_interval_ms", "2000")
         return env
 
     def _autoscaler_errors(self, record: LocalRecord) -> str:
