@@ -387,19 +387,6 @@ def test_rayservice_serves_through_the_port_forward_and_rolls_out_without_errors
         "activeServiceStatus"]["rayClusterName"] == cluster, "rolled out in place"
 
 
-def test_down_removes_every_pod_and_keeps_their_logs(e2e: E2ECluster, tmp_path: Path) -> None:
-    live = e2e.cli("logs", CLUSTER, "--node", "head", "--out-dir", str(tmp_path / "live"))
-    assert live.returncode == 0 and live.stdout.startswith("head: "), live.stderr
-    done = e2e.cli("down", CLUSTER, "--timeout", "120")
-    assert done.returncode == 0, done.stderr
-    assert pods_of(e2e.namespace, f"ray.io/cluster={CLUSTER}") == []
-    kept = e2e.cli("logs", CLUSTER, "--out-dir", str(tmp_path / "kept"))
-    assert kept.returncode == 0, kept.stderr
-    head_log = (tmp_path / "kept" / "head.log").read_text()
-    assert "Ray runtime started" in head_log, head_log[-2000:]
-    assert "worker-" in kept.stdout, "the worker pods' logs are kept too"
-
-
 def test_autoscaler_adds_a_gpu_pod_for_pending_work_and_removes_it_when_idle(
         kube: dict[str, str]) -> None:
     """Ray's autoscaler, run as KubeRay defines it (the head pod's sidecar, with the token of
@@ -684,3 +671,17 @@ def test_rayservice_canaries_are_judged_promoted_and_rolled_back(
     finally:
         client.CustomObjectsApi().delete_namespaced_custom_object(
             "ray.io", "v1", e2e.namespace, "rayservices", "judged")
+
+
+# Last: it takes the module's cluster down.
+def test_down_removes_every_pod_and_keeps_their_logs(e2e: E2ECluster, tmp_path: Path) -> None:
+    live = e2e.cli("logs", CLUSTER, "--node", "head", "--out-dir", str(tmp_path / "live"))
+    assert live.returncode == 0 and live.stdout.startswith("head: "), live.stderr
+    done = e2e.cli("down", CLUSTER, "--timeout", "120")
+    assert done.returncode == 0, done.stderr
+    assert pods_of(e2e.namespace, f"ray.io/cluster={CLUSTER}") == []
+    kept = e2e.cli("logs", CLUSTER, "--out-dir", str(tmp_path / "kept"))
+    assert kept.returncode == 0, kept.stderr
+    head_log = (tmp_path / "kept" / "head.log").read_text()
+    assert "Ray runtime started" in head_log, head_log[-2000:]
+    assert "worker-" in kept.stdout, "the worker pods' logs are kept too"

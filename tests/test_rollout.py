@@ -26,8 +26,11 @@ pytestmark = pytest.mark.local
 
 PREDICTORS = Path(__file__).resolve().parent / "predictors"
 ROW = [3.0, 1.0, 2.0, 3.0]  # the Classifier's class for it: 3
+# The p99 bound sits where the slow canary (every request over 100 ms: all in the 100-250 ms
+# bucket, so p99 = 248.5 ms or more) always fails it, and a healthy one (20 ms) fails it only
+# if 15% of its requests took over 100 ms, which a busy 2-core machine does not reach.
 POLICY = {"steps": [25, 100], "stepSeconds": 3, "minRequests": 30, "maxErrorRate": 0.05,
-          "maxLatencyP99Ms": 150, "minAccuracy": 0.8, "maxAccuracyDrop": 0.1,
+          "maxLatencyP99Ms": 240, "minAccuracy": 0.8, "maxAccuracyDrop": 0.1,
           "minFeedback": 20, "stepTimeoutSeconds": 120}
 
 
@@ -145,7 +148,8 @@ def test_a_person_aborts_a_running_rollout(
             target=lambda: outcome.append(deploy(long_step, local_cluster).last_rollout))
         rolling.start()
         wait_for(lambda: (s := get_service(service_name, local_cluster).status()).last_rollout
-                 and s.last_rollout.steps == [] and s.version("v2").weight == 25,
+                 and s.last_rollout.steps == []
+                 and ("v2", 25) in [(v.version, v.weight) for v in s.versions],
                  timeout=120, what="the rollout's first step under way")
         aborted = run_cli("serve", "rollout", "abort", service_name, "--cluster",
                           local_cluster.name)
