@@ -4,7 +4,8 @@
     python -m benchmarks --full --out bench-results/full      # the numbers (~30 min on 2 CPUs)
 
 Starts its own local cluster (a head without CPUs and two 1-CPU workers), measures training
-(raykube and native launchers), serving (raykube service and plain uvicorn) and cluster
+(raykube and native launchers), serving (raykube service and plain uvicorn), serving through
+faults and changes under load (benchmarks/faults.py) and cluster
 operations, each a median of repeated runs, and prints the Markdown table. Every claim is a
 ratio of two figures measured in the same run.
 """
@@ -20,11 +21,12 @@ from pathlib import Path
 
 from benchmarks import machine, report
 from benchmarks.cluster_ops import bench_lifecycle, fixed_spec, job_seconds
+from benchmarks.faults import bench_faults
 from benchmarks.serving import bench_serving, summarise_serving
 from benchmarks.training import bench_training, summarise_training
 from benchmarks.workloads import apply_single_thread_env
 
-SECTIONS = ("training", "serving", "cluster_ops", "kubernetes")
+SECTIONS = ("training", "serving", "faults", "cluster_ops", "kubernetes")
 """What --only picks from; quick runs leave kubernetes out unless it is named (it needs root
 and ../shared/k8s)."""
 
@@ -84,6 +86,8 @@ def _bench_local(sections: list[str], results: dict[str, object], *, quick: bool
             rows = bench_serving(cluster, quick=quick, progress=progress)
             results["serving"] = rows
             results["serving_summary"] = summarise_serving(rows)
+        if "faults" in sections:
+            results["faults"] = bench_faults(cluster, quick=quick, progress=progress)
         if "cluster_ops" in sections:
             progress("cluster ops: job submission latency")
             jobs = job_seconds(cluster, 2 if quick else 5)

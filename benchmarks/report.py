@@ -46,6 +46,11 @@ def markdown(results: dict[str, Any]) -> str:
                   table(results["serving_summary"], ["concurrency", "p50_ratio", "p99_ratio",
                                                      "throughput_ratio", "metrics_p50_ratio",
                                                      "metrics_throughput_ratio"])]
+    if results.get("faults"):
+        parts += ["## Serving through faults and changes (4 clients, requests back to back)",
+                  table(results["faults"], ["scenario", "injected", "requests", "failed",
+                                            "p50_before_ms", "p50_during_ms", "p99_before_ms",
+                                            "p99_during_ms", "p99_ratio", "recover_s"])]
     for key, title in (("cluster_ops", "Cluster operations"),
                        ("kubernetes", "Kubernetes (KubeRay, pods run by the pod runner)")):
         if results.get(key):

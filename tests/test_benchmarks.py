@@ -43,6 +43,10 @@ def test_quick_benchmarks_write_json_table_and_plots(tmp_path: Path) -> None:
                for r in serving)
     assert all(positive(r["metrics_p50_ratio"]) and positive(r["metrics_throughput_ratio"])
                for r in results["serving_summary"])
+    faults = {r["scenario"]: r for r in results["faults"]}
+    assert set(faults) == {"replica killed", "rollout"}
+    assert all(r["requests"] > 0 and positive(r["recover_s"]) and positive(r["p99_ratio"])
+               for r in faults.values())
     assert positive(results["cluster_ops"]["submit_ratio"])
     table = (tmp_path / "results.md").read_text()
     assert "| torch | raykube | weak | 2 |" in table
