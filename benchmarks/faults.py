@@ -227,23 +227,11 @@ def _router_pids(service: str) -> set[int]:
 
 
 def _node_pids(cluster: str, node_id: str | None) -> list[int]:
-    """Every process of one simulated node of a local cluster: each carries its node id and
-    the cluster's marker in its environment."""
-    import psutil
-
-    from raykube.backends.local.node_provider import NODE_ID_VARIABLE
-    from raykube.backends.local.processes import MARKER_ENV
+    """Every process of one simulated node of a local cluster."""
+    from raykube.backends.local.processes import find_node_processes
     from raykube.backends.local.state import LocalRecord
 
     record = LocalRecord.load(cluster)
     if record is None or node_id is None:
         return []
-    found = []
-    for process in psutil.process_iter():
-        try:
-            env = process.environ()
-        except psutil.Error:
-            continue
-        if env.get(NODE_ID_VARIABLE) == node_id and env.get(MARKER_ENV) == record.marker:
-            found.append(process.pid)
-    return found
+    return find_node_processes(record.marker, node_id)

@@ -28,7 +28,11 @@ import time
 import urllib.request
 from typing import Any
 
-logger = logging.getLogger("raykube.train")
+from raykube.errors import ReadyTimeout
+from raykube.progress import LOGGER_NAME
+from raykube.waiting import wait_for
+
+logger = logging.getLogger(f"{LOGGER_NAME}.train")
 
 MAX_METRICS = 50
 """Metric names one run exports (a loop that reports per-step keys would be unbounded)."""
@@ -93,13 +97,12 @@ class TrainMetrics:
         if not self._last:
             return True
         endpoint = _agent_endpoint()
-        deadline = time.monotonic() + timeout
-        while endpoint is not None:
-            if self._served(endpoint):
-                return True
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.25)
+        if endpoint is not None:
+            try:
+                return wait_for(lambda: self._served(endpoint), timeout=timeout,
+                                what="the run's last metrics at this node's metrics agent")
+            except ReadyTimeout:
+                pass
         logger.warning("the run's last metrics were not seen at this node's metrics agent "
                        "within %.0f s: Prometheus may not have them", timeout)
         return False

@@ -287,31 +287,15 @@ def test_train_command(local_cluster: raykube.Cluster) -> None:
 def test_killed_worker_node_resumes_on_another(ray_driver: raykube.Cluster) -> None:
     """A whole node (its raylet and every process on it) dies mid-run: Ray Train restarts the
     group on the nodes the autoscaler provides and resumes after the latest checkpoint."""
-    import psutil
-
-    from raykube.backends.local.processes import MARKER_ENV
+    from raykube.backends.local.processes import find_node_processes
     from raykube.backends.local.state import LocalRecord
 
     record = LocalRecord.load(ray_driver.name)
     assert record is not None
     killed: list[str] = []
 
-    def node_processes(node_id: str) -> list[int]:
-        # Every process of a simulated node carries its node id (repeated across clusters,
-        # so the cluster's marker too) in its environment.
-        found = []
-        for process in psutil.process_iter():
-            try:
-                env = process.environ()
-            except psutil.Error:
-                continue
-            if (env.get("RAY_OVERRIDE_NODE_ID_FOR_TESTING") == node_id
-                    and env.get(MARKER_ENV) == record.marker):
-                found.append(process.pid)
-        return found
-
     def kill_node(actor: Any) -> None:
-        pids = node_processes(actor.node_id)
+        pids = find_node_processes(record.marker, actor.node_id)
         assert pids, "found the node's processes"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

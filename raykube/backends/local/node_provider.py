@@ -27,9 +27,7 @@ import ray._private.parameter as ray_parameter
 from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
 
 from raykube.backends.local.autoscaler_config import NODES_DIR_KEY
-
-NODE_ID_VARIABLE = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
-"""Where Ray's fake provider puts the id of the node it is starting."""
+from raykube.backends.local.processes import NODE_ID_VARIABLE
 
 _STARTING = threading.Lock()
 """Node launches run in threads; one at a time may swap the parameters class."""

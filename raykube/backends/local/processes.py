@@ -22,6 +22,10 @@ from raykube.waiting import wait_for
 
 MARKER_ENV = "RAYKUBE_CLUSTER_MARKER"
 
+NODE_ID_VARIABLE = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
+"""Where Ray's fake node provider puts a simulated node's id: every process of the node (its
+raylet, agents and workers) inherits it."""
+
 
 def _live(matches: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
     """Live (non-zombie) processes, other than this one, that ``matches`` accepts; a process
@@ -44,6 +48,18 @@ def _marked(marker: str) -> list[psutil.Process]:
 def find_processes(marker: str) -> list[int]:
     """PIDs of live processes whose environment carries ``marker``."""
     return [p.pid for p in _marked(marker)]
+
+
+def find_node_processes(marker: str, node_id: str) -> list[int]:
+    """PIDs of every live process of one simulated node of the cluster marked ``marker`` (node
+    ids repeat across clusters, so the marker is matched too)."""
+    wanted = {MARKER_ENV: marker, NODE_ID_VARIABLE: node_id}
+
+    def on_the_node(process: psutil.Process) -> bool:
+        env = process.environ()
+        return all(env.get(name) == value for name, value in wanted.items())
+
+    return [p.pid for p in _live(on_the_node)]
 
 
 def processes_mentioning(text: str) -> list[int]:
