@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def config(targets: dict[str, int | None]) -> dict:  # type: ignore[type-arg]
     spec = load_spec(ROOT / "clusters" / "gpu.yaml")
     return build_autoscaler_config(
-        spec, gcs_address="10.0.0.1:6379", head_resources={"CPU": 0}, targets=targets,
+        spec, gcs_address="10.0.0.1:6379", head_node_id="0" * 56, head_resources={"CPU": 0},
+        targets=targets,
         nodes_dir="/tmp/rk-x/nodes",
     )
 

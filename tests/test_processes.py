@@ -12,10 +12,14 @@ import pytest
 
 from raykube.backends.local.processes import (
     MARKER_ENV,
+    NODE_ID_VARIABLE,
+    find_head_processes,
+    find_node_processes,
     find_processes,
     is_alive,
     processes_mentioning,
     stop_processes,
+    worker_node_ids,
 )
 from raykube.waiting import wait_for
 
@@ -50,3 +54,30 @@ def test_marked_processes_and_their_children_are_stopped_others_kept() -> None:
         for process in (marked, other):
             process.kill()
             process.wait()
+
+
+AGENT = ("import os, subprocess, sys, time\n"
+         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], env={})\n"
+         "print('ready', flush=True)\n"
+         "time.sleep(60)\n")
+
+
+def test_a_child_whose_environment_reads_empty_belongs_to_its_parents_node() -> None:
+    """Ray's agents retitle themselves over their environment; before this was handled,
+    every worker node's two agents outlived `raykube down`."""
+    marker = f"test-agent-{os.getpid()}"
+    node = "f" * 51 + "00007"
+    raylet = subprocess.Popen([sys.executable, "-c", AGENT], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, MARKER_ENV: marker, NODE_ID_VARIABLE: node})
+    try:
+        assert raylet.stdout is not None and raylet.stdout.readline() == "ready\n"
+        found = wait_for(lambda: len(find_processes(marker)) == 2 and find_processes(marker),
+                         timeout=10, what="the node's process and its environment-less child")
+        assert sorted(find_node_processes(marker, node)) == sorted(found)
+        assert find_head_processes(marker) == []
+        assert worker_node_ids(marker) == {node}
+        assert stop_processes(marker, node=node, timeout=10) == 2
+        assert find_processes(marker) == []
+    finally:
+        raylet.kill()
+        raylet.wait()

@@ -90,7 +90,8 @@ def test_a_cluster_spec_is_valid_and_renders_or_is_a_clear_spec_error(path: tupl
         return
     spec.monitoring = MonitoringSpec(podMonitor=True, serviceMonitor=True, alerts=True)
     objects = render_all(spec)
-    build_autoscaler_config(spec, gcs_address="127.0.0.1:6379", head_resources={"CPU": 0},
+    build_autoscaler_config(spec, gcs_address="127.0.0.1:6379", head_node_id="0" * 56,
+                            head_resources={"CPU": 0},
                             targets={g.group_name: None for g in spec.worker_group_specs},
                             nodes_dir="/tmp/rk-x/nodes")
     assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec, "the spec survives its YAML"

@@ -27,6 +27,13 @@ ROUTER_REPLICAS = 1
 the RayService rollout end-to-end test stalled every client for 30 s after the retire step in
 2 of 5 runs (not yet understood), so one, as before, until that is found."""
 
+ROUTER_CPUS = 0.01
+"""What a router replica reserves. Not 0: a replica that reserves nothing is placed on the
+head (where the Serve controller that starts it runs), so losing the head would take every
+service's router with it; and a worker node holding only a 0-CPU replica looks idle to the
+autoscaler, which removes it. A sliver of CPU keeps the router on a worker (heads run with
+``num-cpus: 0``) and its node counted as busy."""
+
 REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
 """Environment every replica starts with, beside its framework's worker environment: one math
 thread per replica (Serve scales by replicas, not threads)."""
@@ -119,7 +126,7 @@ def render_applications(
             "name": ROUTER_DEPLOYMENT,
             "num_replicas": ROUTER_REPLICAS,
             "max_ongoing_requests": 1000,
-            "ray_actor_options": {"num_cpus": 0},
+            "ray_actor_options": {"num_cpus": ROUTER_CPUS},
             "user_config": router_user_config(spec, weights, rollout),
         }],
     }

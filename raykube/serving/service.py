@@ -85,6 +85,10 @@ class ServiceStatus:
     message: str = ""
     last_rollout: RolloutResult | None = None
     """The service's last judged rollout (running, promoted, rolled back or stopped)."""
+    proxies: dict[str, str] = field(default_factory=dict)
+    """Serve's HTTP proxies, shared by every service of the cluster: node id to state
+    (``HEALTHY``, ``STARTING``, ``DRAINING``, ...). A node's replicas answer through its own
+    proxy, so requests keep being served there while another node (the head) is down."""
 
     @property
     def is_running(self) -> bool:
@@ -143,7 +147,8 @@ def _replicas(app: dict[str, Any], deployment: str) -> list[Replica]:
 
 
 def _status(api: _ServeApi, name: str, route: str | None = None) -> ServiceStatus | None:
-    apps = api.details().get("applications") or {}
+    details = api.details()
+    apps = details.get("applications") or {}
     router = apps.get(name)
     if router is None:
         return None
@@ -159,9 +164,11 @@ def _status(api: _ServeApi, name: str, route: str | None = None) -> ServiceStatu
     route = route or config.get("route_prefix") or f"/{name}"
     messages = [a.get("message", "") for n, a in apps.items() if belongs_to(n, name)]
     record = user_config.get("rollout")
+    proxies = {node: proxy.get("status", "") for node, proxy in
+               (details.get("proxies") or {}).items()}
     return ServiceStatus(name, router.get("status", ""), api.serve_url + route, versions,
                          "\n".join(m for m in messages if m),
-                         RolloutResult.of(record) if record else None)
+                         RolloutResult.of(record) if record else None, proxies)
 
 
 def _failure_text(app: dict[str, Any]) -> str:

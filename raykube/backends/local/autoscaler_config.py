@@ -63,6 +63,7 @@ def build_autoscaler_config(
     spec: ClusterSpec,
     *,
     gcs_address: str,
+    head_node_id: str,
     head_resources: dict[str, float],
     targets: dict[str, int | None],
     nodes_dir: str,
@@ -72,6 +73,7 @@ def build_autoscaler_config(
     Args:
         spec: the cluster.
         gcs_address: ``host:port`` of the head's GCS, for the nodes the provider starts.
+        head_node_id: the head's Ray node id (the autoscaler matches nodes to it by id).
         head_resources: what the head advertises (the provider plans with it).
         targets: per group, a replica count to pin, or None to let the autoscaler choose
             between minReplicas and maxReplicas.
@@ -105,6 +107,7 @@ def build_autoscaler_config(
             "disable_node_updaters": True,
             "disable_launch_config_check": True,
             "gcs_address": gcs_address,
+            "head_node_id": head_node_id,
         },
         "available_node_types": node_types,
         "head_node_type": HEAD_NODE_TYPE,

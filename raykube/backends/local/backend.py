@@ -38,7 +38,15 @@ from raykube.backends.local.autoscaler_config import (
 )
 from raykube.backends.local.environment import head_environment
 from raykube.backends.local.ports import pick_free_ports, require_free
-from raykube.backends.local.processes import MARKER_ENV, find_processes, stop_processes
+from raykube.backends.local.processes import (
+    MARKER_ENV,
+    NODE_ID_VARIABLE,
+    find_head_processes,
+    find_processes,
+    new_head_node_id,
+    stop_processes,
+)
+from raykube.backends.local.redis import check_redis, forget_cluster_state
 from raykube.backends.local.state import (
     LocalRecord,
     Ports,
@@ -75,7 +83,7 @@ CAPABILITIES = Capabilities(
     shares_driver_filesystem=True,
     runs_host_python_envs=True,
     single_node_ip=True,
-    serve_proxy_location="HeadOnly",
+    serve_proxy_location="EveryNode",
     serve_host="127.0.0.1",
     direct_ports=True,
     service_clusters=False,
@@ -165,6 +173,7 @@ class LocalBackend:
         config = build_autoscaler_config(
             spec,
             gcs_address=f"{record.node_ip}:{record.ports.gcs}",
+            head_node_id=record.head_node_id,
             head_resources=self._head_resources(spec),
             targets=record.targets,
             nodes_dir=str(record.nodes_dir),
@@ -220,7 +229,7 @@ class LocalBackend:
             {
                 MARKER_ENV: record.marker,
                 SPEC_ENV: record.spec_yaml,
-                "RAY_FAKE_CLUSTER": "1",
+                NODE_ID_VARIABLE: record.head_node_id,
                 "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                 "AUTOSCALER_METRIC_PORT": str(record.ports.autoscaler_metrics),
                 "DASHBOARD_METRIC_PORT": str(record.ports.dashboard_metrics),
@@ -231,7 +240,23 @@ class LocalBackend:
         # 10 s, so a short run's last values reach Prometheus before its workers exit
         # (raykube.worker_metrics waits for that); a caller's own setting wins.
         env.setdefault("RAY_metrics_report_interval_ms", "2000")
+        options = spec.gcs_fault_tolerance_options
+        if options is not None:
+            # What KubeRay sets in the pods: the GCS keeps its tables in Redis under the
+            # cluster's own prefix, and every process on a worker waits up to 600 s (instead
+            # of 60 s) for a head that is being started again.
+            env["RAY_REDIS_ADDRESS"] = options.redis_address
+            env["RAY_external_storage_namespace"] = self._redis_namespace(record, spec)
+            env.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "600")
         return env
+
+    @staticmethod
+    def _redis_namespace(record: LocalRecord, spec: ClusterSpec) -> str:
+        """The cluster's key prefix in Redis: the spec's, else the cluster's marker (unique to
+        one `up`, as KubeRay's default, the RayCluster's UID, is to one RayCluster)."""
+        options = spec.gcs_fault_tolerance_options
+        assert options is not None
+        return options.external_storage_namespace or record.marker
 
     def _autoscaler_errors(self, record: LocalRecord) -> str:
         log = Path(record.temp_dir) / "session_latest" / "logs" / "monitor.err"
@@ -267,7 +292,7 @@ class LocalBackend:
                     f"cluster {spec.name!r}: the head's raylet did not register within Ray's "
                     "30 s (a busy machine); starting the head again"
                 )
-                stop_processes(record.marker)
+                stop_processes(record.marker, node=None)
                 continue
             tail = "\n".join(output.strip().splitlines()[-15:])
             raise BackendError(
@@ -401,6 +426,8 @@ class LocalBackend:
         existing = LocalRecord.load(spec.name)
         if existing is not None:
             if find_processes(existing.marker):
+                if not find_head_processes(existing.marker):
+                    return self._restart_head(existing, spec, timeout=timeout, progress=progress)
                 raise ClusterExists(
                     f"a local cluster named {spec.name!r} is already running "
                     f"(dashboard {self._endpoints(existing).dashboard_url})",
@@ -415,8 +442,7 @@ class LocalBackend:
                     "Kubernetes only; the local backend ignores them"
                 )
         if spec.gcs_fault_tolerance_options is not None:
-            progress.say("gcsFaultToleranceOptions apply on Kubernetes only; the local head keeps "
-                         "its state in memory")
+            self._check_fault_tolerance(spec)
         _, dropped = head_environment(os.environ, spec.head_group_spec)  # forwarded ones set?
         if dropped:
             progress.say(f"cluster {spec.name!r}: not passing your credentials to it: "
@@ -436,6 +462,7 @@ class LocalBackend:
             token_path=str(ensure_token()),
             spec_yaml=spec.public().to_yaml(),
             targets={g.group_name: int(g.replicas or 0) for g in spec.worker_group_specs},
+            head_node_id=new_head_node_id(),
         )
         record.save()
         try:
@@ -458,6 +485,75 @@ class LocalBackend:
             raise
         endpoints = self._endpoints(record)
         progress.say(f"cluster {spec.name!r} is ready: dashboard {endpoints.dashboard_url}")
+        return endpoints
+
+    @staticmethod
+    def _check_fault_tolerance(spec: ClusterSpec) -> None:
+        """Refuse what the local backend cannot do with ``gcsFaultToleranceOptions``, and a
+        Redis that does not answer, before anything starts.
+
+        Raises:
+            SpecError: a Redis password (Ray would carry it on its command lines, which every
+                user of this machine can read).
+            BackendError: nothing answers as Redis at ``redisAddress``.
+        """
+        options = spec.gcs_fault_tolerance_options
+        assert options is not None
+        if options.redis_password is not None:
+            raise SpecError(
+                "gcsFaultToleranceOptions.redisPassword: a local head would pass the password "
+                "on Ray's command lines, where every user of this machine can read it",
+                "locally, use a Redis that listens on 127.0.0.1 only and leave redisPassword "
+                "out; keep it for Kubernetes, where it comes from the Secret",
+            )
+        check_redis(options.redis_address)
+
+    def _restart_head(self, record: LocalRecord, spec: ClusterSpec, *, timeout: float,
+                      progress: Progress) -> Endpoints:
+        """Start the head of ``record`` again while its worker nodes run: same ports, same
+        session, its state read back from Redis; the workers rejoin as they are, as after
+        KubeRay recreates a head pod.
+
+        Raises:
+            ClusterExists: the cluster keeps no state outside its head (no GCS fault
+                tolerance), or ``spec`` is not the spec it runs.
+        """
+        running = parse_spec(yaml.safe_load(record.spec_yaml), source=record.name)
+        if running.gcs_fault_tolerance_options is None:
+            raise ClusterExists(
+                f"local cluster {record.name!r} has lost its head, and without "
+                "gcsFaultToleranceOptions its state went with it; its workers exit once the "
+                "head is gone for 60 s",
+                f"start it anew: `raykube down {record.name}`, then `raykube up SPEC`",
+            )
+        if self._with_private_storage(spec).public().to_yaml() != record.spec_yaml:
+            raise ClusterExists(
+                f"local cluster {record.name!r} has lost its head: `up` starts the head again "
+                "only from the spec the cluster runs, and this spec differs",
+                f"pass the same spec again, or `raykube down {record.name}` first",
+            )
+        check_redis(running.gcs_fault_tolerance_options.redis_address)
+        progress.say(
+            f"cluster {record.name!r}: the head is down and its state is in Redis "
+            f"({running.gcs_fault_tolerance_options.redis_address}); starting the head again"
+        )
+        # `ray start --head` refuses a port that the last cluster started here names while any
+        # process (a worker raylet) still connects to it: the head is ours and gone.
+        (Path(record.temp_dir) / "ray_current_cluster").unlink(missing_ok=True)
+        record.head_node_id = new_head_node_id()
+        record.save()
+        self._write_autoscaler_config(record, running)
+        try:
+            self._start_head(record, running, timeout=timeout, progress=progress)
+            self._wait_for_targets(record, timeout=timeout, progress=progress)
+        except BaseException:
+            progress.say(f"cluster {record.name!r}: the head did not start again; stopping it "
+                         "(the workers keep running; `raykube up` tries again)")
+            stop_processes(record.marker, node=None)
+            raise
+        endpoints = self._endpoints(record)
+        progress.say(f"cluster {record.name!r} is ready again: dashboard "
+                     f"{endpoints.dashboard_url}")
         return endpoints
 
     @staticmethod
@@ -547,6 +643,10 @@ class LocalBackend:
             )
         progress = Progress()
         count = stop_processes(record.marker, timeout=timeout)
+        spec = parse_spec(yaml.safe_load(record.spec_yaml), source=name)
+        if spec.gcs_fault_tolerance_options is not None:
+            forget_cluster_state(spec.gcs_fault_tolerance_options.redis_address,
+                                 self._redis_namespace(record, spec), progress=progress)
         remove_state(name, purge=purge)
         kept = "" if purge else f"; logs kept in {kept_logs_dir(name)}"
         progress.say(f"cluster {name!r} is down ({count} processes stopped){kept}")

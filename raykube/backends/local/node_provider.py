@@ -15,19 +15,33 @@ nodes share one session folder. On a real cluster each pod has its own, and Ray 
 This provider gives each node it starts its own temp folder (``<nodes_dir>/<node id>``), as a
 pod's own ``/tmp/ray`` is. The autoscaler loads it as an ``external`` provider; everything else
 is Ray's provider unchanged.
+
+Ray's provider keeps its nodes in the autoscaler's memory, so a head that is started again
+(GCS fault tolerance) would know none of the workers that kept running, start new ones under
+ids already taken, and never remove the old ones. This one writes each node's tags into its
+folder and, when it starts, takes back every node whose processes still run, as KubeRay's
+operator finds its pods again after a restart.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import ray._private.parameter as ray_parameter
 from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+from ray.autoscaler.tags import TAG_RAY_NODE_NAME
 
 from raykube.backends.local.autoscaler_config import NODES_DIR_KEY
-from raykube.backends.local.processes import NODE_ID_VARIABLE
+from raykube.backends.local.processes import (
+    MARKER_ENV,
+    NODE_ID_VARIABLE,
+    stop_processes,
+    worker_node_ids,
+)
 
 _STARTING = threading.Lock()
 """Node launches run in threads; one at a time may swap the parameters class."""
@@ -37,6 +51,10 @@ def node_folder(nodes_dir: str | Path, node_id: str) -> Path:
     """The temp folder of the worker node ``node_id``: short, since Unix socket paths under
     it must stay under 108 bytes."""
     return Path(nodes_dir) / node_id.lstrip("f")
+
+
+TAGS_FILE = "node-tags.json"
+"""Where a node's folder keeps the autoscaler's tags of that node (see the module docstring)."""
 
 
 def _params_in(nodes_dir: str) -> type[ray_parameter.RayParams]:
@@ -61,7 +79,36 @@ def _params_in(nodes_dir: str) -> type[ray_parameter.RayParams]:
 
 
 class PodFolderNodeProvider(FakeMultiNodeProvider):  # type: ignore[misc]
-    """``fake_multinode`` whose nodes each keep their own temp and session folder."""
+    """``fake_multinode`` whose nodes each keep their own temp and session folder, and outlive
+    the autoscaler that started them."""
+
+    def __init__(self, provider_config: dict[str, Any], cluster_name: str) -> None:
+        # Ray's provider insists on RAY_FAKE_CLUSTER, which would also make `ray start --head`
+        # give the head a fixed node id: raykube gives the head its own (see
+        # processes.HEAD_NODE_ID_PREFIX) and sets the variable here, for the provider only.
+        os.environ.setdefault("RAY_FAKE_CLUSTER", "1")
+        super().__init__(provider_config, cluster_name)
+        self._adopt_running_nodes()
+
+    def _adopt_running_nodes(self) -> None:
+        """Take back the nodes an earlier autoscaler of this cluster started that still run;
+        new node ids continue after theirs."""
+        marker = os.environ.get(MARKER_ENV)
+        if not marker:
+            return
+        running = worker_node_ids(marker)
+        for tags_file in Path(self.provider_config[NODES_DIR_KEY]).glob(f"*/{TAGS_FILE}"):
+            saved = json.loads(tags_file.read_text())
+            if saved["node_id"] in running:
+                self._nodes[saved["node_id"]] = {"tags": saved["tags"], "node": None}
+                self._next_node_id = max(self._next_node_id, saved["number"])
+
+    def _terminate_node(self, node: dict[str, Any]) -> None:
+        if node.get("node") is not None:
+            super()._terminate_node(node)
+            return
+        # A node taken back from an earlier autoscaler: no Ray handle, only its processes.
+        stop_processes(os.environ[MARKER_ENV], node=node["tags"][TAG_RAY_NODE_NAME])
 
     def _create_node_with_resources_and_labels(
         self, node_config: Any, tags: Any, count: int, resources: Any, labels: Any
@@ -70,9 +117,15 @@ class PodFolderNodeProvider(FakeMultiNodeProvider):  # type: ignore[misc]
         with _STARTING:
             original = ray_parameter.RayParams
             ray_parameter.RayParams = _params_in(nodes_dir)
+            before = set(self._nodes)
             try:
                 super()._create_node_with_resources_and_labels(
                     node_config, tags, count, resources, labels
                 )
             finally:
                 ray_parameter.RayParams = original
+            for node_id in set(self._nodes) - before:
+                node_folder(nodes_dir, node_id).joinpath(TAGS_FILE).write_text(json.dumps({
+                    "node_id": node_id, "number": self._next_node_id,
+                    "tags": self._nodes[node_id]["tags"],
+                }))

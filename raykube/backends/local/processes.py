@@ -12,6 +12,7 @@ Linux and macOS alike.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 from collections.abc import Callable
 
@@ -25,6 +26,20 @@ MARKER_ENV = "RAYKUBE_CLUSTER_MARKER"
 NODE_ID_VARIABLE = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
 """Where Ray's fake node provider puts a simulated node's id: every process of the node (its
 raylet, agents and workers) inherits it."""
+
+HEAD_NODE_ID_PREFIX = "0" * 40
+"""How the head's node ids begin (worker nodes' ids, given by Ray's fake provider, begin with
+``f``). The head gets a fresh id each time it starts: a head started again after a loss must
+not reuse the id the restored GCS still lists for the lost one, which it would declare dead."""
+
+
+def new_head_node_id() -> str:
+    """A fresh node id for the head (56 hex digits, as Ray's node ids)."""
+    return HEAD_NODE_ID_PREFIX + secrets.token_hex(8)
+
+
+def _on_the_head(env: dict[str, str]) -> bool:
+    return env.get(NODE_ID_VARIABLE, HEAD_NODE_ID_PREFIX).startswith(HEAD_NODE_ID_PREFIX)
 
 
 def _live(matches: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
@@ -41,8 +56,32 @@ def _live(matches: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
     return found
 
 
-def _marked(marker: str) -> list[psutil.Process]:
-    return _live(lambda p: p.environ().get(MARKER_ENV) == marker)
+def _environ(process: psutil.Process) -> dict[str, str]:
+    """The environment ``process`` started with, read from the nearest ancestor that still
+    shows one: Ray's agents retitle themselves (``ray::DashboardAgent``) over the memory that
+    held their environment, which then reads as empty, and an agent belongs to the node of the
+    raylet that started it."""
+    for _ in range(8):
+        env = process.environ()
+        parent = process.parent()
+        if env or parent is None or parent.pid <= 1:
+            return env
+        process = parent
+    return {}
+
+
+def _marked(marker: str, node: str | None = "") -> list[psutil.Process]:
+    """The live processes of the cluster marked ``marker``: all of them (``node=""``), those
+    of one simulated worker node (its id), or the head's (``None``: on no worker node)."""
+    def matches(process: psutil.Process) -> bool:
+        env = _environ(process)
+        if env.get(MARKER_ENV) != marker:
+            return False
+        if node is None:
+            return _on_the_head(env)
+        return node == "" or env.get(NODE_ID_VARIABLE) == node
+
+    return _live(matches)
 
 
 def find_processes(marker: str) -> list[int]:
@@ -53,13 +92,27 @@ def find_processes(marker: str) -> list[int]:
 def find_node_processes(marker: str, node_id: str) -> list[int]:
     """PIDs of every live process of one simulated node of the cluster marked ``marker`` (node
     ids repeat across clusters, so the marker is matched too)."""
-    wanted = {MARKER_ENV: marker, NODE_ID_VARIABLE: node_id}
+    return [p.pid for p in _marked(marker, node_id)]
 
-    def on_the_node(process: psutil.Process) -> bool:
-        env = process.environ()
-        return all(env.get(name) == value for name, value in wanted.items())
 
-    return [p.pid for p in _live(on_the_node)]
+def find_head_processes(marker: str) -> list[int]:
+    """PIDs of the head's processes (GCS, head raylet, dashboard, autoscaler, their workers):
+    the cluster's processes that belong to no simulated worker node."""
+    return [p.pid for p in _marked(marker, None)]
+
+
+def worker_node_ids(marker: str) -> set[str]:
+    """Ids of the simulated worker nodes of the cluster that still have a live process."""
+    ids: set[str] = set()
+
+    def collect(process: psutil.Process) -> bool:
+        env = _environ(process)
+        if env.get(MARKER_ENV) == marker and not _on_the_head(env):
+            ids.add(env[NODE_ID_VARIABLE])
+        return False
+
+    _live(collect)
+    return ids
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -93,8 +146,10 @@ def _signal_all(processes: set[psutil.Process], sig: signal.Signals) -> None:
             pass
 
 
-def stop_processes(marker: str, *, grace: float = 2.0, timeout: float = 17.0) -> int:
-    """SIGTERM every process of the cluster, SIGKILL what is left after ``grace`` seconds, and
+def stop_processes(marker: str, *, node: str | None = "", grace: float = 2.0,
+                   timeout: float = 17.0) -> int:
+    """SIGTERM every process of the cluster (or of one node, or the head's: ``node`` as in
+    :func:`_marked`), SIGKILL what is left after ``grace`` seconds, and
     return once every one of them is gone (ReadyTimeout after ``timeout`` seconds in all).
 
     Processes are followed once found: an exiting process's environment can no longer be
@@ -104,13 +159,13 @@ def stop_processes(marker: str, *, grace: float = 2.0, timeout: float = 17.0) ->
     Returns:
         How many processes were stopped.
     """
-    stopped = set(_marked(marker))
+    stopped = set(_marked(marker, node))
     if not stopped:
         return 0
     _signal_all(stopped, signal.SIGTERM)
 
     def all_gone() -> bool:
-        late = set(_marked(marker)) - stopped
+        late = set(_marked(marker, node)) - stopped
         if late:
             stopped.update(late)
             _signal_all(late, signal.SIGTERM)

@@ -95,6 +95,9 @@ class LocalRecord:
     targets: dict[str, int | None]
     """Per worker group, the replica count raykube is driving it to (``up``, ``scale``), or
     None while Ray's autoscaler owns the count within the group's bounds."""
+    head_node_id: str
+    """The Ray node id of the head as it runs now (new each time it starts, see
+    :data:`~raykube.backends.local.processes.HEAD_NODE_ID_PREFIX`)."""
 
     @property
     def folder(self) -> Path:
@@ -147,7 +150,7 @@ class LocalRecord:
             raise ValueError("its ports are not port numbers")
         record = cls(**{**data, "ports": Ports(**ports)})
         texts = (record.name, record.marker, record.node_ip, record.temp_dir, record.token_path,
-                 record.spec_yaml)
+                 record.spec_yaml, record.head_node_id)
         if not all(isinstance(t, str) for t in texts) or not isinstance(record.targets, dict):
             raise ValueError("its fields are not of the types raykube writes")
         if record.name != name or record.temp_dir != str(ray_temp_dir(name)):
