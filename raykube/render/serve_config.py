@@ -27,6 +27,12 @@ ROUTER_REPLICAS = 1
 the RayService rollout end-to-end test stalled every client for 30 s after the retire step in
 2 of 5 runs (not yet understood), so one, as before, until that is found."""
 
+PROXY_LOCATION = "EveryNode"
+"""Where Serve runs its HTTP proxies, on every backend: on every node with a replica (and the
+head), so a node's replicas answer through its own proxy while another node, the head
+included, is down. Local nodes share one address: Serve's proxies bind it with
+SO_REUSEPORT and the kernel spreads connections over them."""
+
 ROUTER_CPUS = 0.01
 """What a router replica reserves. Not 0: a replica that reserves nothing is placed on the
 head (where the Serve controller that starts it runs), so losing the head would take every
@@ -152,7 +158,6 @@ def render_serve_config(
     spec: ServeSpec,
     *,
     http_port: int = 8000,
-    proxy_location: str = "EveryNode",
     working_dir: str | None = None,
 ) -> dict[str, Any]:
     """The whole Serve config for ``spec`` (``serve build`` format; RayService serveConfigV2).
@@ -161,7 +166,7 @@ def render_serve_config(
     '/digits'
     """
     return {
-        "proxy_location": proxy_location,
+        "proxy_location": PROXY_LOCATION,
         "http_options": {"host": "0.0.0.0", "port": http_port},
         "applications": render_applications(spec, working_dir=working_dir),
     }

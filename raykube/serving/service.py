@@ -34,6 +34,7 @@ from raykube.serving.rollout import STOPPED as STOPPED_ROLLOUT
 from raykube.serving.rollout import RolloutResult, RouterReading, canary_of, run_rollout
 from raykube.render.serve_config import (
     MODEL_DEPLOYMENT,
+    PROXY_LOCATION,
     ROUTER_IMPORT_PATH,
     belongs_to,
     render_applications,
@@ -112,7 +113,6 @@ class _ServeApi:
         self.client = DashboardClient(endpoints.dashboard_url, endpoints.auth_token_path,
                                       timeout=60.0)
         self.serve_url = endpoints.serve_url.rstrip("/")
-        self.proxy_location = cluster.capabilities.serve_proxy_location
         self.serve_host = cluster.capabilities.serve_host
         self.http_port = int(self.serve_url.rsplit(":", 1)[1])
 
@@ -132,7 +132,7 @@ class _ServeApi:
         details = self.details()
         http = details.get("http_options") or {}
         config = {
-            "proxy_location": details.get("proxy_location") or self.proxy_location,
+            "proxy_location": details.get("proxy_location") or PROXY_LOCATION,
             "http_options": {"host": http.get("host") or self.serve_host,
                              "port": http.get("port") or self.http_port},
             "applications": applications,
