@@ -9,10 +9,7 @@ two fixed CPU workers.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,56 +29,28 @@ from raykube.waiting import wait_for
 
 from conftest import assert_clean_error, free_port, run_cli
 from support.load import Load
+from support.redis_server import REDIS, RedisServer
 from test_serving import ROW, probe_spec
 
 pytestmark = pytest.mark.local
 
-REDIS = shutil.which("redis-server")
-
-
-def redis_keys(port: int) -> list[str]:
-    """Every key in the Redis at ``port`` (a raw RESP KEYS call: no client library needed)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(b"KEYS *\r\n")
-        data = b""
-        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 1 + 2 * int(
-                data.split(b"\r\n", 1)[0][1:] or 0):
-            data += connection.recv(65536)
-    return [line.decode() for line in data.split(b"\r\n")[2::2] if line]
-
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A real Redis on a free loopback port, without persistence; its port."""
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis on a free loopback port, without persistence."""
     if REDIS is None:
         pytest.skip("redis-server is not installed (.ci/run installs it)")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: _answers(port), timeout=30, what="redis-server to answer")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
-def _answers(port: int) -> bool:
-    try:
-        return redis_keys(port) is not None
-    except OSError:
-        return False
-
-
-def ft_spec(name: str, redis_port: int, tmp_path: Path) -> raykube.ClusterSpec:
+def ft_spec(name: str, redis_address: str, tmp_path: Path) -> raykube.ClusterSpec:
     return parse_spec({
         "name": name,
         "headGroupSpec": {"rayStartParams": {"num-cpus": "0"}},
         "workerGroupSpecs": [{"groupName": "cpu", "replicas": 2, "minReplicas": 2,
                               "maxReplicas": 2, "cpu": 1, "memory": "1Gi"}],
-        "gcsFaultToleranceOptions": {"redisAddress": f"127.0.0.1:{redis_port}"},
+        "gcsFaultToleranceOptions": {"redisAddress": redis_address},
         "storage": {"path": str(tmp_path / "storage")},
     }, source="test")
 
@@ -107,12 +76,13 @@ def kill_head(marker: str) -> list[int]:
 
 
 def test_head_killed_and_started_again_keeps_workers_actors_jobs_and_serving(
-        redis: int, tmp_path: Path) -> None:
+        redis: RedisServer, tmp_path: Path) -> None:
     import ray
 
     from raykube.connection import ensure_connected
 
-    spec = ft_spec("rk-headloss", redis, tmp_path)
+    ray.shutdown()  # this test's driver connects to its own cluster
+    spec = ft_spec("rk-headloss", redis.address, tmp_path)
     cluster = raykube.up(spec, timeout=180)
     try:
         record = LocalRecord.load(spec.name)
@@ -183,7 +153,7 @@ def test_head_killed_and_started_again_keeps_workers_actors_jobs_and_serving(
         assert job.status() == JobState.SUCCEEDED
     finally:
         cluster.down()
-    assert not [k for k in redis_keys(redis) if k.startswith(record.marker)]
+    assert not [k for k in redis.keys() if k.startswith(record.marker)], "down cleared Redis"
 
 
 def _spec_file(spec: raykube.ClusterSpec, tmp_path: Path) -> Path:
@@ -194,7 +164,7 @@ def _spec_file(spec: raykube.ClusterSpec, tmp_path: Path) -> Path:
 
 def test_a_redis_that_does_not_answer_is_refused_before_anything_starts(
         tmp_path: Path) -> None:
-    path = _spec_file(ft_spec("rk-noredis", free_port(), tmp_path), tmp_path)
+    path = _spec_file(ft_spec("rk-noredis", f"127.0.0.1:{free_port()}", tmp_path), tmp_path)
     result = run_cli("up", str(path), timeout=60)
     assert_clean_error(result, 8, "redisAddress", "no Redis answers", "redis-server")
     assert LocalRecord.load("rk-noredis") is None

@@ -673,6 +673,120 @@ def test_rayservice_canaries_are_judged_promoted_and_rolled_back(
             "ray.io", "v1", e2e.namespace, "rayservices", "judged")
 
 
+def gcs_processes(cluster: str) -> list[Any]:
+    """The GCS server processes of RayCluster ``cluster``'s head pod (by the pod's env)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name"]):
+        try:
+            if (process.info["name"] == "gcs_server"
+                    and process.environ().get("RAY_CLUSTER_NAME") == cluster):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_rayservice_keeps_serving_through_a_killed_gcs_and_a_deleted_head_pod(
+        e2e: E2ECluster, kube: dict[str, str], tmp_path: Path) -> None:
+    """GCS fault tolerance on a real Redis (on the pod bridge), as KubeRay's own GCS FT e2e
+    test injects it: the GCS in the head pod killed (the container restarts), then the head
+    pod deleted (KubeRay makes a new one at a new IP), under a client that sends to the worker
+    pod's Serve proxy, as the serve Service would: no request fails, and the worker pod is the
+    same one, never restarted."""
+    import shutil
+    import signal
+
+    import yaml as pyyaml
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from support.load import Load
+    from support.redis_server import REDIS, RedisServer
+
+    if REDIS is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    try:
+        provide_volume(e2e.namespace, "rk-serve-storage", e2e.storage)
+    except ApiException as exc:  # a RayService test before made it
+        assert exc.status == 409
+    folder = e2e.storage / "ha"
+    folder.mkdir(exist_ok=True)
+    shutil.make_archive(str(folder / "predictors"), "zip",
+                        root_dir=Path(__file__).resolve().parent / "predictors")
+    (folder / "v1.json").write_text("{}")
+    bridge = kube["RAYKUBE_K8S_API_FROM_PODS"].rpartition(":")[0]
+    core, custom = client.CoreV1Api(), client.CustomObjectsApi()
+    with RedisServer(tmp_path / "redis", host=bridge) as redis:
+        cluster_spec = pyyaml.safe_load((SPECS / "kube-serve.yaml").read_text())
+        cluster_spec["gcsFaultToleranceOptions"] = {"redisAddress": redis.address}
+        (tmp_path / "cluster.yaml").write_text(pyyaml.safe_dump(cluster_spec))
+        (tmp_path / "ha.serve.yaml").write_text(pyyaml.safe_dump({
+            "kind": "Serve", "name": "ha", "framework": "torch",
+            "predictor": "probes:Classifier",
+            "workingDir": "file:///mnt/checkpoints/ha/predictors.zip",
+            "cluster": str(tmp_path / "cluster.yaml"), "replicas": 2,
+            "resources": {"cpus": 0.25},
+            "versions": [{"version": "v1", "checkpoint": "/mnt/checkpoints/ha/v1.json",
+                          "weight": 100}]}))
+        try:
+            deployed = e2e.cli("serve deploy", str(tmp_path / "ha.serve.yaml"),
+                               "--timeout", "300")
+            assert deployed.returncode == 0, deployed.stderr[-3000:]
+            cluster = custom.get_namespaced_custom_object(
+                "ray.io", "v1", e2e.namespace, "rayservices", "ha")["status"][
+                "activeServiceStatus"]["rayClusterName"]
+            (head,) = pods_of(e2e.namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
+            (worker,) = pods_of(e2e.namespace,
+                                f"ray.io/cluster={cluster},ray.io/node-type=worker")
+            url = f"http://{worker.status.pod_ip}:8000/ha"
+
+            def restarts(pod: Any) -> int:
+                return sum(c.restart_count for c in core.read_namespaced_pod(
+                    pod.metadata.name, e2e.namespace).status.container_statuses or [])
+
+            def head_ready(old_uid: str, restarted_from: int | None = None) -> bool:
+                pods = pods_of(e2e.namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
+                if len(pods) != 1 or not pods[0].status.pod_ip:
+                    return False
+                pod = pods[0]
+                if restarted_from is None and pod.metadata.uid == old_uid:
+                    return False
+                if restarted_from is not None and restarts(pod) <= restarted_from:
+                    return False
+                return bool(gcs_processes(cluster)) and all(
+                    c.ready for c in pod.status.container_statuses or [])
+
+            with Load(url, clients=3, body={"instances": [[3.0, 1.0, 2.0, 3.0]]}) as load:
+                load.wait_for_requests(30)
+                before = restarts(head)
+                (gcs,) = gcs_processes(cluster)
+                gcs.send_signal(signal.SIGKILL)
+                wait_for(lambda: head_ready(head.metadata.uid, before), timeout=180,
+                         what="the head container to restart with a new GCS")
+                load.wait_for_requests(30)
+                core.delete_namespaced_pod(head.metadata.name, e2e.namespace)
+                wait_for(lambda: head_ready(head.metadata.uid), timeout=240,
+                         what="KubeRay to make a new head pod with a running GCS")
+                load.wait_for_requests(60)
+            print(f"head loss on KubeRay: {load.count} requests, {len(load.failures)} failed")
+            assert load.failures == [], load.failures[:3]
+            (after,) = pods_of(e2e.namespace, f"ray.io/cluster={cluster},ray.io/node-type=worker")
+            assert after.metadata.uid == worker.metadata.uid and restarts(after) == 0
+            assert redis.keys(), "the GCS kept its tables in Redis"
+        finally:
+            custom.delete_namespaced_custom_object("ray.io", "v1", e2e.namespace, "rayservices",
+                                                   "ha")
+        # KubeRay's Redis clean-up job runs in a pod too; the RayCluster goes once it did.
+        wait_for(lambda: cluster not in {c["metadata"]["name"] for c in
+                                         custom.list_namespaced_custom_object(
+                                             "ray.io", "v1", e2e.namespace,
+                                             "rayclusters")["items"]},
+                 timeout=240, what="the RayService's RayCluster to be deleted")
+        assert redis.keys() == [], "KubeRay's clean-up job emptied Redis"
+
+
 # Last: it takes the module's cluster down.
 def test_down_removes_every_pod_and_keeps_their_logs(e2e: E2ECluster, tmp_path: Path) -> None:
     live = e2e.cli("logs", CLUSTER, "--node", "head", "--out-dir", str(tmp_path / "live"))

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT, run_cli
 from raykube.errors import SpecError
-from raykube.render.serve_config import render_serve_config
+from raykube.render.serve_config import HA_ROUTER_CPUS, render_serve_config
 from raykube.render.rayservice import SERVICE_LABEL, render_service_manifests
 from raykube.specs.serve import load_serve_spec, parse_serve_spec
 from test_render import CRDS, crd_schema, needs_crds
@@ -41,6 +41,16 @@ def test_example_serve_spec_renders_a_config_serve_accepts() -> None:
     assert deployment["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.005}
     assert deployment["ray_actor_options"] == {"num_cpus": 0.5}
     assert "working_dir" not in model["runtime_env"]  # local: uploaded at deploy, not rendered
+    assert router["deployments"][0]["ray_actor_options"] == {"num_cpus": 0}
+
+
+def test_a_cluster_that_survives_head_loss_gets_its_router_off_the_head() -> None:
+    """With GCS fault tolerance the router reserves a sliver of CPU (heads have none), so it
+    runs on a worker and keeps answering while the head is down; without, it reserves none."""
+    spec = load_serve_spec(ROOT / "jobs" / "digits.serve.yaml")
+    router = render_serve_config(spec, survives_head_loss=True)["applications"][0]
+    assert router["deployments"][0]["ray_actor_options"] == {"num_cpus": HA_ROUTER_CPUS}
+    assert 0 < HA_ROUTER_CPUS < 0.05
 
 
 def test_gpu_replicas_and_fixed_count() -> None:

@@ -28,6 +28,10 @@ class Capabilities:
         runs_host_python_envs: nodes can run an interpreter of this machine (MXNet's own
             environment as a ``py_executable``); elsewhere the image must provide it.
         single_node_ip: every node has the same IP (simulated nodes on one machine).
+        serve_proxy_location: where Serve's HTTP proxies run (Serve's ``proxy_location``):
+            ``HeadOnly`` where nodes share an IP (see
+            :data:`~raykube.render.serve_config.HA_PROXY_LOCATION` for why, and for clusters
+            that survive head loss), else ``EveryNode``.
         serve_host: the address Serve's HTTP proxies listen on: loopback where the whole
             cluster is this machine's, every interface where other machines (an ingress, a
             Service) must reach them.
@@ -41,6 +45,7 @@ class Capabilities:
     shares_driver_filesystem: bool
     runs_host_python_envs: bool
     single_node_ip: bool
+    serve_proxy_location: str
     serve_host: str
     direct_ports: bool
     service_clusters: bool

@@ -58,7 +58,8 @@ def render_rayservice(spec: ServeSpec, cluster: ClusterSpec,
     cluster_body = render_raycluster(cluster, token_auth=False)["spec"]
     for group in [cluster_body["headGroupSpec"], *cluster_body["workerGroupSpecs"]]:
         group["template"]["metadata"]["labels"][SERVICE_LABEL] = spec.name
-    serve_config = render_serve_config(spec, http_port=HEAD_PORTS["serve"])
+    serve_config = render_serve_config(spec, http_port=HEAD_PORTS["serve"],
+                                       survives_head_loss=cluster.survives_head_loss)
     if applications is not None:
         serve_config["applications"] = applications
     return {

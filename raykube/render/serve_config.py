@@ -27,18 +27,21 @@ ROUTER_REPLICAS = 1
 the RayService rollout end-to-end test stalled every client for 30 s after the retire step in
 2 of 5 runs (not yet understood), so one, as before, until that is found."""
 
-PROXY_LOCATION = "EveryNode"
-"""Where Serve runs its HTTP proxies, on every backend: on every node with a replica (and the
-head), so a node's replicas answer through its own proxy while another node, the head
-included, is down. Local nodes share one address: Serve's proxies bind it with
-SO_REUSEPORT and the kernel spreads connections over them."""
+HA_PROXY_LOCATION = "EveryNode"
+"""Where Serve runs its HTTP proxies on a cluster that survives head loss (GCS fault
+tolerance), on both backends: on every node with a replica, so a node's replicas answer
+through its own proxy while the head is down. Local nodes share one address; Serve's proxies
+bind it with SO_REUSEPORT and the kernel spreads connections over them. Elsewhere each backend
+says where (:attr:`~raykube.backends.base.Capabilities.serve_proxy_location`): locally the
+head only, because the kernel also queues connections for a proxy that Serve is draining (a
+node that lost its last replica), and those were seen to fail during rollouts."""
 
-ROUTER_CPUS = 0.01
-"""What a router replica reserves. Not 0: a replica that reserves nothing is placed on the
-head (where the Serve controller that starts it runs), so losing the head would take every
-service's router with it; and a worker node holding only a 0-CPU replica looks idle to the
-autoscaler, which removes it. A sliver of CPU keeps the router on a worker (heads run with
-``num-cpus: 0``) and its node counted as busy."""
+HA_ROUTER_CPUS = 0.01
+"""What a router replica reserves on a cluster that survives head loss. A replica that reserves
+nothing is placed on the head (where the Serve controller that starts it runs), so losing the
+head would take every service's router with it; a sliver of CPU keeps it on a worker (heads
+run with ``num-cpus: 0``). Elsewhere the router reserves nothing, so it never holds a worker
+node (a GPU one, say) up on its own."""
 
 REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
 """Environment every replica starts with, beside its framework's worker environment: one math
@@ -108,6 +111,7 @@ def render_applications(
     working_dir: str | None = None,
     py_executable: str | None = None,
     rollout: dict[str, Any] | None = None,
+    router_off_head: bool = False,
 ) -> list[dict[str, Any]]:
     """The Serve applications of ``spec``: its router, then one per version.
 
@@ -119,6 +123,7 @@ def render_applications(
             (default: ``spec.working_dir`` when that is already a URI).
         py_executable: the replicas' Python (MXNet's own environment), if not the cluster's.
         rollout: the record of a judged rollout, kept in the router's config.
+        router_off_head: keep the router off the head (see :data:`HA_ROUTER_CPUS`).
     """
     if working_dir is None and spec.working_dir and not spec.uses_local_working_dir():
         working_dir = spec.working_dir
@@ -132,7 +137,7 @@ def render_applications(
             "name": ROUTER_DEPLOYMENT,
             "num_replicas": ROUTER_REPLICAS,
             "max_ongoing_requests": 1000,
-            "ray_actor_options": {"num_cpus": ROUTER_CPUS},
+            "ray_actor_options": {"num_cpus": HA_ROUTER_CPUS if router_off_head else 0},
             "user_config": router_user_config(spec, weights, rollout),
         }],
     }
@@ -159,16 +164,20 @@ def render_serve_config(
     *,
     http_port: int = 8000,
     working_dir: str | None = None,
+    survives_head_loss: bool = False,
 ) -> dict[str, Any]:
-    """The whole Serve config for ``spec`` (``serve build`` format; RayService serveConfigV2).
+    """The whole Serve config for ``spec`` (``serve build`` format; RayService serveConfigV2);
+    ``survives_head_loss``: for a cluster with GCS fault tolerance (see
+    :data:`HA_PROXY_LOCATION`, :data:`HA_ROUTER_CPUS`).
 
     >>> render_serve_config(spec)["applications"][0]["route_prefix"]  # doctest: +SKIP
     '/digits'
     """
     return {
-        "proxy_location": PROXY_LOCATION,
+        "proxy_location": HA_PROXY_LOCATION,
         "http_options": {"host": "0.0.0.0", "port": http_port},
-        "applications": render_applications(spec, working_dir=working_dir),
+        "applications": render_applications(spec, working_dir=working_dir,
+                                             router_off_head=survives_head_loss),
     }
 
 

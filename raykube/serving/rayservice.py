@@ -139,7 +139,9 @@ class RayServices:
         cluster = check_for_kubernetes(spec)
         status: RayServiceStatus | None = None
         steps = rollout_steps(self._applications(spec.name),
-                              render_applications(spec, rollout=record), spec.name)
+                              render_applications(
+                                  spec, rollout=record,
+                                  router_off_head=cluster.survives_head_loss), spec.name)
         for applications in steps:
             service = render_rayservice(spec, cluster, applications)
             service["metadata"]["namespace"] = self.namespace
@@ -155,7 +157,8 @@ class RayServices:
         cluster = check_for_kubernetes(spec)
         bodies = [b for b in (render_disruption_budget(spec, cluster),
                               render_storage_claim(cluster)) if b]
-        bodies.append(render_rayservice(spec, cluster, render_applications(spec)))
+        bodies.append(render_rayservice(spec, cluster, render_applications(
+            spec, router_off_head=cluster.survives_head_loss)))
         for body in bodies:
             body["metadata"]["namespace"] = self.namespace
             self.kube.apply(body, dry_run=True)

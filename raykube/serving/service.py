@@ -34,7 +34,7 @@ from raykube.serving.rollout import STOPPED as STOPPED_ROLLOUT
 from raykube.serving.rollout import RolloutResult, RouterReading, canary_of, run_rollout
 from raykube.render.serve_config import (
     MODEL_DEPLOYMENT,
-    PROXY_LOCATION,
+    HA_PROXY_LOCATION,
     ROUTER_IMPORT_PATH,
     belongs_to,
     render_applications,
@@ -115,6 +115,9 @@ class _ServeApi:
         self.serve_url = endpoints.serve_url.rstrip("/")
         self.serve_host = cluster.capabilities.serve_host
         self.http_port = int(self.serve_url.rsplit(":", 1)[1])
+        self.survives_head_loss = cluster.spec is not None and cluster.spec.survives_head_loss
+        self.proxy_location = (HA_PROXY_LOCATION if self.survives_head_loss
+                               else cluster.capabilities.serve_proxy_location)
 
     def details(self) -> dict[str, Any]:
         return self.client.request("GET", APPLICATIONS_PATH) or {}
@@ -132,7 +135,7 @@ class _ServeApi:
         details = self.details()
         http = details.get("http_options") or {}
         config = {
-            "proxy_location": details.get("proxy_location") or PROXY_LOCATION,
+            "proxy_location": details.get("proxy_location") or self.proxy_location,
             "http_options": {"host": http.get("host") or self.serve_host,
                              "port": http.get("port") or self.http_port},
             "applications": applications,
@@ -423,7 +426,8 @@ class _LocalServe:
     def apply(self, spec: ServeSpec, record: dict[str, Any] | None) -> None:
         before = self.api.app_configs()
         new_apps = render_applications(spec, working_dir=self.working_dir,
-                                       py_executable=self.py_executable, rollout=record)
+                                       py_executable=self.py_executable, rollout=record,
+                                       router_off_head=self.api.survives_head_loss)
         for applications in rollout_steps(list(before.values()), new_apps, spec.name):
             self.api.put(applications)
             status = _wait_applied(self.api, spec.name, applications, self.progress,

@@ -527,7 +527,8 @@ class ClusterSpec(SpecModel):
     storage: StorageSpec | None = Field(None, description="Shared checkpoint storage.")
     gcs_fault_tolerance_options: GcsFaultToleranceOptions | None = Field(
         None, alias="gcsFaultToleranceOptions",
-        description="External Redis for GCS fault tolerance (Kubernetes only).",
+        description="External Redis for GCS fault tolerance: a lost head comes back with the "
+        "cluster's state (KubeRay recreates the head pod; locally `raykube up` starts it again).",
     )
     auth_options: AuthOptions = Field(
         default_factory=AuthOptions, alias="authOptions",
@@ -583,6 +584,12 @@ class ClusterSpec(SpecModel):
     def resolved_image(self) -> str:
         """The image pods run when neither the group nor the spec names one."""
         return self.image or f"rayproject/ray:{self.ray_version}"
+
+    @property
+    def survives_head_loss(self) -> bool:
+        """Whether the cluster keeps its state outside the head (GCS fault tolerance), so that
+        what runs on the workers, services included, should outlive the head."""
+        return self.gcs_fault_tolerance_options is not None
 
     def worker_group(self, name: str) -> WorkerGroupSpec:
         """The worker group called ``name``.

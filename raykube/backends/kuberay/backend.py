@@ -59,6 +59,7 @@ CAPABILITIES = Capabilities(
     shares_driver_filesystem=False,
     runs_host_python_envs=False,
     single_node_ip=False,
+    serve_proxy_location="EveryNode",
     serve_host="0.0.0.0",
     direct_ports=False,
     service_clusters=True,

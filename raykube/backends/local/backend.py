@@ -83,6 +83,7 @@ CAPABILITIES = Capabilities(
     shares_driver_filesystem=True,
     runs_host_python_envs=True,
     single_node_ip=True,
+    serve_proxy_location="HeadOnly",
     serve_host="127.0.0.1",
     direct_ports=True,
     service_clusters=False,
