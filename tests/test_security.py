@@ -119,7 +119,7 @@ def test_a_cluster_name_is_never_a_path(tmp_path: Path) -> None:
 
 def record(name: str) -> LocalRecord:
     return LocalRecord(name=name, marker=f"{name}-0123456789ab", node_ip="127.0.0.1",
-                       ports=Ports(1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008),
+                       ports=Ports(1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009),
                        temp_dir=str(ray_temp_dir(name)), token_path="/nonexistent",
                        spec_yaml="name: x\n", targets={}, head_node_id="0" * 56)
 

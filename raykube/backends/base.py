@@ -76,6 +76,11 @@ class Endpoints:
         serve_url: ``http://host:port`` of Serve's HTTP proxy.
         auth_token_path: the token file clients must send, or None when auth is off.
         driver: how a driver attaches: to the GCS directly, or through the Ray Client.
+        serve_head_port: the port Serve's ``http_options`` name where it is not
+            ``serve_url``'s: on a local cluster that survives head loss only the workers'
+            proxies listen at ``serve_url`` (Serve's ``RAY_SERVE_WORKER_PROXY_HTTP_PORT``) and
+            the head's proxy here, so no request is in the head's hands when it is lost (a
+            replica answering a request that came through a lost proxy waits for the GCS).
     """
 
     gcs_address: str
@@ -84,6 +89,7 @@ class Endpoints:
     serve_url: str
     auth_token_path: str | None = None
     driver: DriverKind = DriverKind.GCS
+    serve_head_port: int | None = None
 
     @property
     def driver_address(self) -> str:

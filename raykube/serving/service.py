@@ -114,7 +114,7 @@ class _ServeApi:
                                       timeout=60.0)
         self.serve_url = endpoints.serve_url.rstrip("/")
         self.serve_host = cluster.capabilities.serve_host
-        self.http_port = int(self.serve_url.rsplit(":", 1)[1])
+        self.http_port = endpoints.serve_head_port or int(self.serve_url.rsplit(":", 1)[1])
         self.survives_head_loss = cluster.spec is not None and cluster.spec.survives_head_loss
         self.proxy_location = (HA_PROXY_LOCATION if self.survives_head_loss
                                else cluster.capabilities.serve_proxy_location)

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +152,14 @@ class LocalBackend:
     @staticmethod
     def _endpoints(record: LocalRecord) -> Endpoints:
         ports = record.ports
-        return Endpoints.at(
+        ha = record.survives_head_loss
+        endpoints = Endpoints.at(
             "127.0.0.1",
             {"gcs": ports.gcs, "dashboard": ports.dashboard, "client": ports.client,
-             "serve": ports.serve},
+             "serve": ports.serve_workers if ha else ports.serve},
             gcs_host=record.node_ip, auth_token_path=record.token_path,
         )
+        return replace(endpoints, serve_head_port=ports.serve) if ha else endpoints
 
     @staticmethod
     def _head_resources(spec: ClusterSpec) -> dict[str, float]:
@@ -182,7 +185,7 @@ class LocalBackend:
 
     def _allocate_ports(self, spec: ClusterSpec) -> Ports:
         params = spec.head_group_spec.ray_start_params
-        free = iter(pick_free_ports(8))
+        free = iter(pick_free_ports(9))
         chosen: dict[str, int] = {}
         for param, (field, role) in _PINNABLE_PORTS.items():
             if param in params:
@@ -191,7 +194,7 @@ class LocalBackend:
                 chosen[field] = port
             else:
                 chosen[field] = next(free)
-        return Ports(serve=next(free), autoscaler_metrics=next(free),
+        return Ports(serve=next(free), serve_workers=next(free), autoscaler_metrics=next(free),
                      dashboard_metrics=next(free), **chosen)
 
     def _head_command(self, record: LocalRecord, spec: ClusterSpec) -> list[str]:
@@ -248,6 +251,7 @@ class LocalBackend:
             env["RAY_REDIS_ADDRESS"] = options.redis_address
             env["RAY_external_storage_namespace"] = self._redis_namespace(record, spec)
             env.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "600")
+            env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(record.ports.serve_workers)
         return env
 
     @staticmethod

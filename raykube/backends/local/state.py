@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from raykube.errors import BackendError, SpecError
 from raykube.private import make_private_dir, raykube_home, write_private
 from raykube.specs.base import check_dns_label
@@ -79,6 +81,9 @@ class Ports:
     collide between two clusters)."""
     dashboard_metrics: int
     """The dashboard's metrics port (Ray's DASHBOARD_METRIC_PORT, likewise)."""
+    serve_workers: int
+    """Where the workers' Serve proxies listen on a cluster that survives head loss (clients
+    use it; the head's proxy keeps ``serve``): see ``Endpoints.serve_head_port``."""
 
 
 @dataclass
@@ -113,6 +118,11 @@ class LocalRecord:
     def autoscaler_config_path(self) -> Path:
         """The config Ray's autoscaler re-reads on every update."""
         return self.folder / "autoscaler.yaml"
+
+    @property
+    def survives_head_loss(self) -> bool:
+        """Whether the cluster runs with GCS fault tolerance (its spec names a Redis)."""
+        return "gcsFaultToleranceOptions" in (yaml.safe_load(self.spec_yaml) or {})
 
     def save(self) -> None:
         """Write the record atomically, private to this user."""
