@@ -699,7 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = command("up", cmd_up, "start a cluster from a spec file and wait until it is ready")
+    p = command("up", cmd_up, "start a cluster from a spec file and wait until it is ready "
+                "(locally, also a lost head of one with gcsFaultToleranceOptions)")
     p.add_argument("spec", help="cluster spec file, e.g. clusters/local.yaml")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (default 180)")
     _add_network_policy_option(p)

@@ -746,7 +746,8 @@ def test_rayservice_keeps_serving_through_a_killed_gcs_and_a_deleted_head_pod(
                 return sum(c.restart_count for c in core.read_namespaced_pod(
                     pod.metadata.name, e2e.namespace).status.container_statuses or [])
 
-            def head_ready(old_uid: str, restarted_from: int | None = None) -> bool:
+            def head_ready(old_uid: str, old_gcs: set[int],
+                           restarted_from: int | None = None) -> bool:
                 pods = pods_of(e2e.namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
                 if len(pods) != 1 or not pods[0].status.pod_ip:
                     return False
@@ -755,7 +756,7 @@ def test_rayservice_keeps_serving_through_a_killed_gcs_and_a_deleted_head_pod(
                     return False
                 if restarted_from is not None and restarts(pod) <= restarted_from:
                     return False
-                return bool(gcs_processes(cluster)) and all(
+                return bool({p.pid for p in gcs_processes(cluster)} - old_gcs) and all(
                     c.ready for c in pod.status.container_statuses or [])
 
             with Load(url, clients=3, body={"instances": [[3.0, 1.0, 2.0, 3.0]]}) as load:
@@ -763,11 +764,12 @@ def test_rayservice_keeps_serving_through_a_killed_gcs_and_a_deleted_head_pod(
                 before = restarts(head)
                 (gcs,) = gcs_processes(cluster)
                 gcs.send_signal(signal.SIGKILL)
-                wait_for(lambda: head_ready(head.metadata.uid, before), timeout=180,
+                wait_for(lambda: head_ready(head.metadata.uid, {gcs.pid}, before), timeout=180,
                          what="the head container to restart with a new GCS")
                 load.wait_for_requests(30)
+                restarted = {p.pid for p in gcs_processes(cluster)}
                 core.delete_namespaced_pod(head.metadata.name, e2e.namespace)
-                wait_for(lambda: head_ready(head.metadata.uid), timeout=240,
+                wait_for(lambda: head_ready(head.metadata.uid, restarted), timeout=240,
                          what="KubeRay to make a new head pod with a running GCS")
                 load.wait_for_requests(60)
             print(f"head loss on KubeRay: {load.count} requests, {len(load.failures)} failed")

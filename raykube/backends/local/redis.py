@@ -38,6 +38,10 @@ def check_redis(address: str) -> None:
     if answer.startswith(b"-NOAUTH"):
         raise BackendError(f"{where}: that Redis wants a password",
                            "locally, use a Redis without one that listens on 127.0.0.1 only")
+    if answer.startswith(b"-"):
+        reason = answer[1:].split(b"\r\n")[0].decode(errors="replace")[:120]
+        raise BackendError(f"{where}: that Redis refuses raykube's clients: {reason}",
+                           "let it accept connections from this machine without a password")
     if not answer.startswith(b"+PONG"):
         raise BackendError(f"{where}: what answers there is not Redis",
                            "point redisAddress at a Redis server")
