@@ -10,7 +10,10 @@ scenario injects one fault or change for real, then waits until the service is w
 - *scale up* / *scale down*: the service deployed again with 3 replicas, then with 2;
 - *node killed*: every process of the worker node that holds a model replica (its raylet, its
   workers); whole when two replicas run again (the autoscaler starts a new node);
-- *rollout*: a new version deployed in place of the old one (start, shift, retire).
+- *rollout*: a new version deployed in place of the old one (start, shift, retire);
+- *head killed* (full runs, where ``redis-server`` is installed): on a cluster of its own with
+  GCS fault tolerance on a real Redis, SIGKILL to every process of the head, then ``raykube up``
+  starts it again; whole when the head is back and both replicas still run.
 
 Per scenario: requests sent from the injection until a short settle after recovery, how many
 failed, p50/p99 in that window against the window of the same length before it (their ratio),
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -32,8 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cluster_ops import fixed_spec
 from benchmarks.serving import INSTANCE, ROOT, make_checkpoint, percentile
 from raykube.waiting import wait_for
+
+sys.path.insert(0, str(ROOT / "tests"))  # the Redis launcher of the tests' support
 
 SETTLE_S = 3.0
 """Seconds after recovery still counted to the event (a late failure is its failure too)."""
@@ -139,16 +146,11 @@ def bench_faults(cluster: Any, *, quick: bool, progress: Callable[[str], None]
                  ) -> list[dict[str, Any]]:
     """Every scenario in turn on one service under one load (quick: two of them)."""
     from raykube.serving.service import deploy
-    from raykube.specs.serve import parse_serve_spec
 
     checkpoint = make_checkpoint(Path(tempfile.mkdtemp(prefix="rk-bench-faults-")))
 
     def spec(version: str, replicas: int) -> Any:
-        return parse_serve_spec({
-            "kind": "Serve", "name": "faults", "framework": "torch",
-            "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
-            "versions": [{"version": version, "checkpoint": checkpoint}],
-            "replicas": replicas, "resources": {"cpus": 0.25}, "maxOngoingRequests": 32})
+        return _service_spec(checkpoint, version, replicas)
 
     progress("faults: deploying the service (2 replicas)")
     service = deploy(spec("v1", 2), cluster)
@@ -207,7 +209,64 @@ def bench_faults(cluster: Any, *, quick: bool, progress: Callable[[str], None]
                 rows.append(measure(load, scenario, progress))
     finally:
         service.delete()
+    if not quick:
+        rows += bench_head_loss(checkpoint, progress)
     return rows
+
+
+def _service_spec(checkpoint: str, version: str, replicas: int) -> Any:
+    """The benchmarked service: the digits MLP, ``replicas`` replicas of 0.25 CPU."""
+    from raykube.specs.serve import parse_serve_spec
+
+    return parse_serve_spec({
+        "kind": "Serve", "name": "faults", "framework": "torch",
+        "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
+        "versions": [{"version": version, "checkpoint": checkpoint}],
+        "replicas": replicas, "resources": {"cpus": 0.25}, "maxOngoingRequests": 32})
+
+
+def bench_head_loss(checkpoint: str, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The head killed under load, on a cluster of the benchmark's shape with GCS fault
+    tolerance on a real Redis; no row where ``redis-server`` is not installed."""
+    import raykube
+    from raykube.backends.local.processes import find_head_processes
+    from raykube.backends.local.state import LocalRecord
+    from raykube.serving.service import deploy
+    from raykube.specs.cluster import GcsFaultToleranceOptions
+    from support.redis_server import REDIS, RedisServer
+
+    if REDIS is None:
+        progress("faults: head killed: skipped, redis-server is not installed")
+        return []
+    with RedisServer(Path(tempfile.mkdtemp(prefix="rk-bench-redis-"))) as redis:
+        spec = fixed_spec("rk-bench-ha").model_copy(update={
+            "gcs_fault_tolerance_options": GcsFaultToleranceOptions.model_validate(
+                {"redisAddress": redis.address})})
+        progress("faults: starting a cluster with GCS fault tolerance (Redis "
+                 f"{redis.address})")
+        cluster = raykube.up(spec, timeout=180)
+        try:
+            record = LocalRecord.load(spec.name)
+            assert record is not None
+            service = deploy(_service_spec(checkpoint, "v1", 2), cluster)
+
+            def kill_and_restart() -> None:
+                for pid in find_head_processes(record.marker):
+                    os.kill(pid, signal.SIGKILL)
+                wait_for(lambda: not find_head_processes(record.marker), timeout=30,
+                         what="the head to die")
+                raykube.up(spec, timeout=180)  # starts the lost head again
+
+            def whole(_: Any) -> bool:
+                status = service.status()
+                return status.is_running and len(status.version("v1").replicas) == 2
+
+            with TimedLoad(service.url, clients=4) as load:
+                return [measure(load, Scenario(
+                    "head killed", "SIGKILL to every process of the head (GCS FT on Redis), "
+                    "then `raykube up` starts it again", kill_and_restart, whole), progress)]
+        finally:
+            cluster.down()
 
 
 def _router_pids(service: str) -> set[int]:
