@@ -607,29 +607,38 @@ def test_prometheus_finds_every_ray_pod_through_the_rendered_pod_monitors(
         prometheus.wait(timeout=30)
 
 
+def probes_on_storage(e2e: E2ECluster, name: str) -> Path:
+    """A folder ``name`` on the storage the RayService pods mount (its claim made once per
+    module), holding tests/predictors as ``predictors.zip`` for a ``file://`` workingDir."""
+    import shutil
+
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        provide_volume(e2e.namespace, "rk-serve-storage", e2e.storage)
+    except ApiException as exc:  # a RayService test before made it
+        assert exc.status == 409
+    folder = e2e.storage / name
+    folder.mkdir(exist_ok=True)
+    shutil.make_archive(str(folder / "predictors"), "zip",
+                        root_dir=Path(__file__).resolve().parent / "predictors")
+    return folder
+
+
 def test_rayservice_canaries_are_judged_promoted_and_rolled_back(
         e2e: E2ECluster, tmp_path: Path) -> None:
     """Judged rollouts on a RayService (each step a serveConfigV2 KubeRay applies in place),
     under a client through raykube's port-forward that counts every request: a healthy v2 is
     promoted (exit 0); then a v3 that fails every request is rolled back at its first step
     (exit 10), its failures confined to its share, and v2 serves everything again."""
-    import shutil
 
     import yaml as pyyaml
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     from raykube.backends.kuberay.backend import KubeRayBackend
     from support.load import Load
 
-    try:
-        provide_volume(e2e.namespace, "rk-serve-storage", e2e.storage)
-    except ApiException as exc:  # the RayService test before made it
-        assert exc.status == 409
-    folder = e2e.storage / "judged"
-    folder.mkdir(exist_ok=True)
-    shutil.make_archive(str(folder / "predictors"), "zip",
-                        root_dir=Path(__file__).resolve().parent / "predictors")
+    folder = probes_on_storage(e2e, "judged")
     for version, faults in (("v1", {}), ("v2", {}), ("v3", {"fail": 1.0})):
         (folder / f"{version}.json").write_text(json.dumps(faults))
 
@@ -695,26 +704,17 @@ def test_rayservice_keeps_serving_through_a_killed_gcs_and_a_deleted_head_pod(
     pod deleted (KubeRay makes a new one at a new IP), under a client that sends to the worker
     pod's Serve proxy, as the serve Service would: no request fails, and the worker pod is the
     same one, never restarted."""
-    import shutil
     import signal
 
     import yaml as pyyaml
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     from support.load import Load
     from support.redis_server import REDIS, RedisServer
 
     if REDIS is None:
         pytest.skip("redis-server is not installed (.ci/run installs it)")
-    try:
-        provide_volume(e2e.namespace, "rk-serve-storage", e2e.storage)
-    except ApiException as exc:  # a RayService test before made it
-        assert exc.status == 409
-    folder = e2e.storage / "ha"
-    folder.mkdir(exist_ok=True)
-    shutil.make_archive(str(folder / "predictors"), "zip",
-                        root_dir=Path(__file__).resolve().parent / "predictors")
+    folder = probes_on_storage(e2e, "ha")
     (folder / "v1.json").write_text("{}")
     bridge = kube["RAYKUBE_K8S_API_FROM_PODS"].rpartition(":")[0]
     core, custom = client.CoreV1Api(), client.CustomObjectsApi()
