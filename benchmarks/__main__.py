@@ -5,8 +5,8 @@
 
 Starts its own local cluster (a head without CPUs and two 1-CPU workers), measures training
 (raykube and native launchers), serving (raykube service and plain uvicorn), serving through
-faults and changes under load (benchmarks/faults.py) and cluster
-operations, each a median of repeated runs, and prints the Markdown table. Every claim is a
+faults and changes under load (benchmarks/faults.py), cluster
+operations, and Ray Data (batch inference, streamed training; benchmarks/data.py), each a median of repeated runs, and prints the Markdown table. Every claim is a
 ratio of two figures measured in the same run.
 """
 
@@ -26,7 +26,7 @@ from benchmarks.serving import bench_serving, summarise_serving
 from benchmarks.training import bench_training, summarise_training
 from benchmarks.workloads import apply_single_thread_env
 
-SECTIONS = ("training", "serving", "faults", "cluster_ops", "kubernetes")
+SECTIONS = ("training", "serving", "faults", "cluster_ops", "data", "kubernetes")
 """What --only picks from; quick runs leave kubernetes out unless it is named (it needs root
 and ../shared/k8s)."""
 
@@ -53,8 +53,12 @@ def main() -> int:
     apply_single_thread_env()
     results: dict[str, object] = {"mode": "quick" if quick else "full", "repeats": repeats,
                                   "machine": machine.describe()}
-    if set(sections) - {"kubernetes"}:
+    if set(sections) - {"kubernetes", "data"}:
         _bench_local(sections, results, quick=quick, repeats=repeats, progress=progress)
+    if "data" in sections:  # a cluster of its own shape, after the others are down
+        from benchmarks.data import bench_data
+
+        results["data"] = bench_data(quick=quick, repeats=repeats, progress=progress)
     if "kubernetes" in sections:  # after the local clusters are down: a quiet machine
         from benchmarks.kubernetes import bench_kubernetes, unavailable
 

@@ -51,6 +51,10 @@ def markdown(results: dict[str, Any]) -> str:
                   table(results["faults"], ["scenario", "injected", "requests", "failed",
                                             "p50_before_ms", "p50_during_ms", "p99_before_ms",
                                             "p99_during_ms", "p99_ratio", "recover_s"])]
+    if results.get("data"):
+        data = results["data"]
+        parts += [f"## Ray Data ({data['rows']:,} digits-derived rows, rows/s and ratios)",
+                  table([data], [k for k in data if k != "rows"])]
     for key, title in (("cluster_ops", "Cluster operations"),
                        ("kubernetes", "Kubernetes (KubeRay, pods run by the pod runner)")):
         if results.get(key):

@@ -4,12 +4,14 @@ serve and submit jobs on it.
 The public surface is what ``__all__`` names; everything else is internal.
 """
 
+from raykube.batch import BatchResult, batch_predict
 from raykube.cluster import Cluster, get, list_clusters, logs, up
 from raykube.errors import (
     BackendError,
     ClusterError,
     ClusterExists,
     ClusterNotFound,
+    DataError,
     JobError,
     JobFailed,
     PortInUse,
@@ -24,6 +26,7 @@ from raykube.connection import Connection, connect
 from raykube.monitoring import write_monitoring
 from raykube.serving.rayservice import apply_rayservice
 from raykube.serving.service import Service, deploy, get_service
+from raykube.specs.batch import BatchPredictSpec, load_batch_spec
 from raykube.specs.cluster import ClusterSpec, load_spec
 from raykube.specs.serve import ServeSpec, load_serve_spec
 from raykube.submission.jobs import Job, submit
@@ -35,12 +38,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendError",
+    "BatchPredictSpec",
+    "BatchResult",
     "Cluster",
     "ClusterError",
     "ClusterExists",
     "ClusterNotFound",
     "ClusterSpec",
     "Connection",
+    "DataError",
     "Job",
     "JobError",
     "JobFailed",
@@ -57,11 +63,13 @@ __all__ = [
     "TrainResult",
     "apply_rayjob",
     "apply_rayservice",
+    "batch_predict",
     "connect",
     "deploy",
     "get",
     "get_service",
     "list_clusters",
+    "load_batch_spec",
     "logs",
     "load_serve_spec",
     "load_spec",

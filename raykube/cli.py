@@ -30,6 +30,7 @@ from raykube.auth import client_env
 from raykube.backends import BACKENDS, get_backend
 from raykube.backends.base import LOG_NODES, ClusterStatus
 from raykube.backends.kuberay.backend import KubeRayBackend
+from raykube.batch import batch_predict
 from raykube.errors import RaykubeError, SpecError
 from raykube.monitoring import prometheus_yaml, write_monitoring
 from raykube.output import FORMATS, dump, table
@@ -42,7 +43,8 @@ from raykube.serving.rayservice import apply_rayservice, dry_run_rayservice
 from raykube.serving.judge import Figures
 from raykube.serving.rollout import PROMOTED, RolloutResult
 from raykube.serving.service import ServiceStatus, deploy, get_service, list_services, step_in
-from raykube.specs.base import explain, read_yaml, spec_kind
+from raykube.specs.base import KIND_NAMES, explain, read_yaml, spec_kind
+from raykube.specs.batch import load_batch_spec, parse_batch_spec
 from raykube.specs.cluster import GROUP_RESOURCE_PREFIX, ClusterSpec, load_spec
 from raykube.specs.examples import EXAMPLES, write_example
 from raykube.specs.job import load_job_spec
@@ -183,6 +185,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_spec(args: argparse.Namespace) -> int:
     if args.explain or not args.spec:
         print(explain(ClusterSpec))
+        return 0
+    kind = spec_kind(args.spec)
+    if kind != "RayCluster":  # the other kinds are validated by their own loader
+        loaders = {"RayJob": load_job_spec, "Serve": load_serve_spec,
+                   "BatchPredict": load_batch_spec}
+        loaded = loaders[kind](args.spec)
+        name = (loaded[0] if isinstance(loaded, tuple) else loaded).name
+        print(f"{args.spec}: valid {KIND_NAMES[kind]} {name!r}")
         return 0
     spec = load_spec(args.spec)
     groups = ", ".join(
@@ -389,16 +399,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=workers, cpus_per_worker=args.cpus, gpus_per_worker=args.gpus,
         worker_group=args.worker_group, storage_path=args.storage, name=args.name,
         config=_json_object(args.config, "--config"),
-        max_failures=args.max_failures,
+        max_failures=args.max_failures, datasets=_datasets(args.dataset),
     )
     print(json.dumps({"metrics": result.metrics, "checkpoint": result.checkpoint,
                       "path": result.path}, default=str, sort_keys=True))
     return 0
 
 
+def cmd_batch_run(args: argparse.Namespace) -> int:
+    if (args.spec is None) == (args.spec_json is None):
+        raise SpecError("give a batch spec file, or --spec-json (not both)",
+                        "e.g. raykube batch run jobs/digits.batch.yaml --cluster local")
+    spec = (load_batch_spec(args.spec) if args.spec is not None else
+            parse_batch_spec(_json_object(args.spec_json, "--spec-json"), source="--spec-json"))
+    result = batch_predict(spec, _target(args), timeout=args.timeout)
+    print(result.to_json())
+    return 0
+
+
+def _datasets(values: list[str] | None) -> dict[str, str] | None:
+    """``--dataset NAME=PATH`` flags as a mapping, or a SpecError naming the bad one."""
+    datasets: dict[str, str] = {}
+    for value in values or []:
+        name, sep, location = value.partition("=")
+        if not sep or not name or not location:
+            raise SpecError(f"--dataset {value!r} is not NAME=PATH",
+                            "e.g. --dataset train=/data/digits/train")
+        datasets[name] = location
+    return datasets or None
+
+
 def cmd_manifest(args: argparse.Namespace) -> int:
     kind = spec_kind(args.spec)
-    if kind == "RayJob":
+    if kind in ("RayJob", "BatchPredict"):
         job, cluster = load_job_spec(args.spec)
         objects = [render_rayjob(job, cluster)]
     elif kind == "Serve":
@@ -781,12 +814,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name; the same name resumes")
     p.add_argument("--config", default=None, help="JSON passed to the function")
     p.add_argument("--max-failures", type=int, default=None, help="restarts after failures")
+    p.add_argument("--dataset", action="append", metavar="NAME=PATH",
+                   help="a data set streamed to the workers (worker.dataset(NAME)): a folder, "
+                   "file or URI of Parquet/CSV/NumPy files; repeat for more")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("manifest", help="print the KubeRay manifests of a spec (for kubectl "
                        "apply / GitOps)", description="Print the KubeRay manifests of a spec.")
-    p.add_argument("spec", help="cluster spec file, a job spec (kind: RayJob) or a serve spec "
-                   "(kind: Serve, rendered as a RayService)")
+    p.add_argument("spec", help="cluster spec file, a job spec (kind: RayJob), a batch spec "
+                   "(kind: BatchPredict, rendered as a RayJob) or a serve spec (kind: Serve, "
+                   "rendered as a RayService)")
     _add_monitoring_options(p)
     _add_network_policy_option(p)
     p.set_defaults(handler=cmd_manifest)
@@ -851,6 +888,24 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "stop":
             p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     _add_output_option(job_command("list", cmd_job_list, "list the cluster's jobs"))
+
+    batch = sub.add_parser("batch", help="batch inference with Ray Data",
+                           description="Batch inference.")
+    batch_sub = batch.add_subparsers(dest="batch_command", required=True,
+                                     metavar="BATCH_COMMAND")
+    p = batch_sub.add_parser("run", help="run a batch spec (kind: BatchPredict) on a cluster and "
+                             "print what it wrote as JSON", description="Predict every row of "
+                             "the spec's input with an autoscaling pool of predictor actors, "
+                             "writing one output row per input row.")
+    p.add_argument("spec", nargs="?", default=None, help="batch spec file, e.g. "
+                   "jobs/digits.batch.yaml")
+    p.add_argument("--spec-json", default=None, help="the spec as JSON instead of a file (what "
+                   "a RayJob's entrypoint passes)")
+    p.add_argument("--cluster", default=None, help="cluster name or host:port (default: the "
+                   "cluster of the Ray job this runs in)")
+    _add_backend_options(p)
+    p.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
+    p.set_defaults(handler=cmd_batch_run)
 
     serve = sub.add_parser("serve", help="deploy models with Ray Serve", description="Serving.")
     serve_sub = serve.add_subparsers(dest="serve_command", required=True, metavar="SERVE_COMMAND")

@@ -24,6 +24,7 @@ from raykube.backends.base import (
     ClusterSummary,
     Endpoints,
 )
+from raykube.dashboard import jobs_client
 from raykube.errors import RaykubeError, SpecError
 from raykube.output import html_table
 from raykube.specs.cluster import ClusterSpec, load_spec
@@ -109,6 +110,16 @@ class Cluster:
         """Stop the cluster and everything it runs; its logs are kept (:func:`logs`) unless
         ``purge``."""
         self.backend.down(self.name, timeout=timeout, purge=purge)
+
+    def upload_working_dir(self, folder: str) -> str:
+        """Upload ``folder`` to the cluster (as `ray job submit` does) and return its gcs://
+        URI, for a runtime env's ``working_dir``. The Jobs SDK's own upload: a
+        content-addressed package, so unchanged code keeps its URI."""
+        endpoints = self.endpoints
+        runtime_env = {"working_dir": folder}
+        jobs_client(endpoints.dashboard_url, endpoints.auth_token_path
+                    )._upload_working_dir_if_needed(runtime_env)
+        return str(runtime_env["working_dir"])
 
     def logs(self, out_dir: str | Path, *, node: str = "all") -> dict[str, Path]:
         """Copy the cluster's logs into ``out_dir`` (see :func:`logs`)."""

@@ -17,6 +17,7 @@ Error tree::
     │   └── JobFailed        it ran and ended FAILED or STOPPED
     ├── TrainError           a training run was refused or failed
     ├── ServeError           a service failed to deploy, or is not on the cluster
+    ├── DataError            a data set cannot be read, or a row cannot be predicted
     └── BackendError         Ray or Kubernetes answered with an error (the original is the cause)
 """
 
@@ -121,6 +122,13 @@ class ServeError(RaykubeError):
     """A service could not be deployed (a version failed to start), or is not on the cluster."""
 
     exit_code = 9
+
+
+class DataError(RaykubeError):
+    """A data set that cannot be read (missing, of an unknown format, a column not there), or a
+    batch-inference row the predictor cannot take (named by its id)."""
+
+    exit_code = 11
 
 
 class BackendError(RaykubeError):

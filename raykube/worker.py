@@ -1,7 +1,7 @@
 """What a training function calls on each worker, whatever the framework.
 
 A per-worker loop asks raykube for its place (:func:`context`), its share of the data
-(:func:`shard`), a model made ready for data-parallel training (:func:`prepare`), the state to
+(:func:`shard`, or :func:`dataset` for a streamed one), a model made ready for data-parallel training (:func:`prepare`), the state to
 resume from (:func:`restore`), and reports metrics and checkpoints through one call
 (:func:`report`). Nothing else framework-specific is needed beyond the framework itself.
 
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from raykube import frameworks
+from raykube.data import DatasetShard
+from raykube.errors import DataError
 from raykube.frameworks import mxnet as _mxnet
 from raykube.frameworks import tensorflow as _tensorflow
 from raykube.frameworks import torch as _torch
@@ -136,6 +138,27 @@ def shard(*arrays: Any) -> Any:
         stop = (ctx.rank + 1) * n // ctx.world_size
         parts.append(array[start:stop])
     return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def dataset(name: str) -> DatasetShard:
+    """This worker's share of the run's data set ``name`` (``raykube.train(datasets=...)``),
+    streamed: ``for batch in worker.dataset("train").batches(512): ...`` is one epoch, its
+    batches dicts of columns in this framework's form (see :class:`raykube.data.DatasetShard`).
+
+    Raises:
+        DataError: the run has no data set of that name, or this is not a training run.
+    """
+    try:
+        import ray.train
+
+        iterator = ray.train.get_dataset_shard(name)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise DataError(f"no data set {name!r} in this training run ({exc})",
+                        "pass it to raykube.train(datasets={...}) under that name") from None
+    if iterator is None:
+        raise DataError(f"no data set {name!r} in this training run",
+                        "pass it to raykube.train(datasets={...}) under that name")
+    return DatasetShard(name, iterator, _active().tensors)
 
 
 def prepare(model_or_builder: Any) -> Any:

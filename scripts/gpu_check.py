@@ -76,7 +76,11 @@ def main() -> int:
     state = load_state(str(runs["gpu"]["checkpoint"]))
     report["checkpoint_tensors_on_cpu"] = all(
         t.device.type == "cpu" for t in state["model"].values())
+    data = data_check(out, gpus_per_worker=1 if gpus else 0)
+    report["data"] = data
     checks = {
+        "streamed gpu training accuracy >= 0.9": data["streamed_test_accuracy"] >= 0.9,
+        "gpu batch pool predicted every row": data["gpu_rows_out"] == data["rows"],
         "gpu workers computed on CUDA": all(d.startswith("cuda") for d in runs["gpu"]["devices"])
         or args.allow_cpu,
         "cpu workers computed on the CPU": runs["cpu"]["devices"] == ["cpu"],
@@ -88,6 +92,35 @@ def main() -> int:
     print(json.dumps(report, default=str))
     ray.shutdown()
     return 0 if all(checks.values()) else 1
+
+
+def data_check(out: Path, gpus_per_worker: float) -> dict[str, object]:
+    """The Ray Data variant: streamed training on the GPU, then batch inference over the same
+    files with a GPU actor pool and with a CPU one, in the same session (rows/s and ratio)."""
+    import digits_at_scale
+    import raykube
+    from digits_data import write_digits_parquet
+
+    rows = 400_000
+    paths = write_digits_parquet(out / "digits", rows, rows)
+    trained = digits_at_scale.train_streamed(
+        None, paths, storage=str(out.resolve() / "storage"), name="gpu-check-streamed",
+        workers=1, gpus_per_worker=gpus_per_worker)
+    figures: dict[str, object] = {"rows": rows,
+                                  "streamed_test_accuracy": trained.metrics["test_accuracy"],
+                                  "streamed_rows_per_s": trained.metrics["rows_per_s"]}
+    for label, resources in (("gpu", {"cpus": 1, "gpus": gpus_per_worker}), ("cpu", {"cpus": 1})):
+        spec = digits_at_scale.batch_spec(str(trained.checkpoint), paths["test"],
+                                          str(out / f"predictions-{label}"),
+                                          resources=resources,
+                                          actorPool={"minSize": 1, "maxSize": 1})
+        written = raykube.batch_predict(spec)
+        figures[f"{label}_rows_out"] = written.rows_out
+        figures[f"{label}_batch_rows_per_s"] = round(written.rows_per_s, 1)
+    figures["gpu_over_cpu_batch"] = round(
+        float(figures["gpu_batch_rows_per_s"]) / float(figures["cpu_batch_rows_per_s"]), 3)
+    print("data", json.dumps(figures), flush=True)
+    return figures
 
 
 if __name__ == "__main__":

@@ -68,3 +68,21 @@ def test_manifest_command_renders_jobs() -> None:
     result = run_cli("manifest", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["kind"] == "RayJob"
+
+
+@needs_crds
+def test_a_batch_spec_renders_as_a_valid_rayjob_on_an_ephemeral_cluster(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "jobs" / "digits.batch.yaml").read_text())
+    data.update(workingDir="https://example.com/jobs.zip", cluster=str(ROOT / "clusters" /
+                                                                          "local.yaml"))
+    path = tmp_path / "digits.batch.yaml"
+    path.write_text(yaml.safe_dump(data))
+    job, cluster = load_job_spec(path)
+    assert cluster is not None and cluster.name == "local"
+    manifest = render_rayjob(job, cluster)
+    jsonschema.validate(manifest, crd_schema(CRDS / "ray.io_rayjobs.yaml"))
+    assert manifest["spec"]["entrypoint"].startswith("python -m raykube batch run --spec-json ")
+    assert yaml.safe_load(manifest["spec"]["runtimeEnvYAML"]) == {
+        "working_dir": "https://example.com/jobs.zip"}
+    shown = run_cli("manifest", str(path))
+    assert shown.returncode == 0 and "kind: RayJob" in shown.stdout, shown.stderr

@@ -221,19 +221,48 @@ def rayjob_spec(folder: Path, name: str, entrypoint: str, mode: str,
 
 
 @pytest.fixture()
-def open_cluster(e2e: E2ECluster) -> Iterator[raykube.Cluster]:
-    """A head and one GPU worker with authOptions.mode disabled, beside the module's cluster."""
+def open_cluster(e2e: E2ECluster, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[Path]:
+    """A head and one GPU worker with authOptions.mode disabled, beside the module's cluster,
+    with a storage claim of its own; yields where that storage lies on this machine."""
     spec = load_spec(SPECS / "kube-e2e.yaml")
-    spec.name, spec.namespace, spec.storage = OPEN_CLUSTER, e2e.namespace, None
+    spec.name, spec.namespace = OPEN_CLUSTER, e2e.namespace
     spec.auth_options.mode = AuthMode.DISABLED
     spec.worker_group_specs = [spec.worker_group("gpu")]
+    storage = provide_volume(e2e.namespace, f"{OPEN_CLUSTER}-storage",
+                             tmp_path_factory.mktemp("open-pv"))
     cluster = raykube.up(spec, backend="kuberay", timeout=300)
-    yield cluster
+    yield storage
     cluster.down()
 
 
-def test_rayjobs_in_k8s_job_mode_and_http_mode_and_a_failing_one(
-        e2e: E2ECluster, open_cluster: raykube.Cluster, tmp_path: Path) -> None:
+def batch_rayjob_spec(folder: Path, storage: Path, checkpoint: Path) -> Path:
+    """A batch spec whose RayJob predicts 4,000 digits-derived rows on the open cluster's
+    storage claim (``/mnt/checkpoints`` in its pods) with the torch job's checkpoint, the
+    predictor's code a zip on that claim."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "jobs"))
+    from digits_data import write_digits_parquet
+
+    write_digits_parquet(storage / "digits", 0, 4000)
+    shutil.copytree(checkpoint, storage / "checkpoint")
+    shutil.make_archive(str(storage / "code"), "zip", root_dir=ROOT / "jobs")
+    path = folder / "digits.batch.yaml"
+    path.write_text(json.dumps({
+        "kind": "BatchPredict", "name": "digits-batch", "framework": "torch",
+        "predictor": "digits_serving:TorchDigits", "workingDir": "file:///mnt/checkpoints/code.zip",
+        "checkpoint": "/mnt/checkpoints/checkpoint", "input": "/mnt/checkpoints/digits/test",
+        "output": "/mnt/checkpoints/predictions", "features": ["pixels"],
+        "actorPool": {"minSize": 1, "maxSize": 1}, "resources": {"cpus": 0.5},
+        "clusterSelector": {"ray.io/cluster": OPEN_CLUSTER},
+    }))
+    return path
+
+
+def test_rayjobs_in_k8s_job_mode_and_http_mode_a_batch_spec_and_a_failing_one(
+        e2e: E2ECluster, open_cluster: Path, torch_job: subprocess.CompletedProcess[str],
+        tmp_path: Path) -> None:
     count_gpus = "python -c \"import ray; ray.init(); print('gpus', ray.cluster_resources()['GPU'])\""
     guarded = e2e.cli("job apply", str(rayjob_spec(tmp_path, "to-auth", count_gpus,
                                                     "K8sJobMode", CLUSTER)))
@@ -247,6 +276,23 @@ def test_rayjobs_in_k8s_job_mode_and_http_mode_and_a_failing_one(
         assert f"on RayCluster {OPEN_CLUSTER}" in done.stdout
     submitter = pods_of(e2e.namespace, "job-name=in-k8s-job")
     assert submitter and submitter[0].status.phase == "Succeeded", "the runner ran the Job's pod"
+
+    # A batch spec, as the RayJob raykube renders for it: predictions on the storage claim.
+    checkpoint = e2e.storage / summary_of(torch_job.stdout)["checkpoint"].removeprefix(
+        "/mnt/checkpoints/")
+    batch = e2e.cli("job apply", str(batch_rayjob_spec(tmp_path, open_cluster, checkpoint)),
+                    "--timeout", "300")
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    assert f"RayJob {e2e.namespace}/digits-batch: SUCCEEDED" in batch.stdout
+    import pyarrow.dataset as ds
+
+    predicted = ds.dataset(open_cluster / "predictions").to_table(columns=["id", "prediction"])
+    truth = ds.dataset(open_cluster / "digits" / "test").to_table(columns=["id", "label"])
+    joined = predicted.join(truth, "id")
+    assert predicted.num_rows == joined.num_rows == 4000, "one prediction per input row"
+    right = sum(p == t for p, t in zip(joined.column("prediction").to_pylist(),
+                                       joined.column("label").to_pylist(), strict=True))
+    assert right / 4000 >= 0.5, "the trained model's predictions, far above chance (0.1)"
 
     failing = "python -c \"raise SystemExit('digits file missing at /data/digits.npy')\""
     failed = e2e.cli("job apply", str(rayjob_spec(tmp_path, "fails", failing, "K8sJobMode")),

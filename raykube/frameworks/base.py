@@ -5,9 +5,10 @@ Each framework module subclasses :class:`Framework`; :mod:`raykube.frameworks` h
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from raykube.errors import TrainError
@@ -22,6 +23,8 @@ class TrainerRequest:
     scaling: Any  # ray.train.ScalingConfig
     run: Any  # ray.train.RunConfig
     use_cuda: bool
+    datasets: Mapping[str, Any] = field(default_factory=dict)
+    """Ray Datasets by name, split across the workers by Ray Train (``worker.dataset``)."""
 
 
 def with_worker_env(run: Any, env: Mapping[str, str]) -> Any:
@@ -97,6 +100,24 @@ class Framework:
     def prepare(self, model_or_builder: Any) -> Any:
         """A model ready for data-parallel training on this worker (default: as built)."""
         return build(model_or_builder)
+
+    def load_predictor(self, import_path: str, checkpoint: str) -> Any:
+        """The user's predictor (``module:Class``) loaded from ``checkpoint``, in a process
+        made ready for this framework first (the predictor's module imports it)."""
+        self.on_process_start()
+        module_name, _, class_name = import_path.partition(":")
+        predictor_class = getattr(importlib.import_module(module_name), class_name)
+        return predictor_class(checkpoint)
+
+    def tensors(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """One batch of a streamed data set (NumPy arrays by column) in the framework's own
+        form (default: NumPy, which MXNet's ``nd.array`` and every framework take)."""
+        return arrays
+
+    def keras_dataset(self, generate: Callable[[], Any], width: int, label_dtype: Any) -> Any:
+        """A ``tf.data.Dataset`` of a worker's batches: TensorFlow only."""
+        raise TrainError(f"tf_dataset() is for framework='tensorflow', not {self.name!r}",
+                         "iterate worker.dataset(name).batches() instead")
 
 
 class NoFramework(Framework):

@@ -89,6 +89,7 @@ class MXNet(Framework):
             backend_config=MXNetConfig(),
             scaling_config=request.scaling,
             run_config=run,
+            datasets=dict(request.datasets) or None,
         )
 
     def on_process_start(self) -> None:

@@ -40,7 +40,14 @@ class TensorFlow(Framework):
             train_loop_config=request.config,
             scaling_config=request.scaling,
             run_config=with_worker_env(request.run, self.worker_env),
+            datasets=dict(request.datasets) or None,
         )
+
+    def tensors(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """TensorFlow tensors."""
+        import tensorflow as tf
+
+        return {name: tf.convert_to_tensor(array) for name, array in arrays.items()}
 
     def on_worker_start(self) -> None:
         """The strategy must exist before any TF op runs in the process, so it is made here,
@@ -58,3 +65,15 @@ class TensorFlow(Framework):
             return build(model_or_builder)
         with _strategy.scope():
             return build(model_or_builder)
+
+    def keras_dataset(self, generate: Any, width: int, label_dtype: Any) -> Any:
+        """A ``tf.data.Dataset`` over ``generate()``'s ``(features, label)`` batches, with
+        TensorFlow's auto-sharding off: the batches are this worker's share already."""
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=(
+            tf.TensorSpec((None, width), tf.float32), tf.TensorSpec((None,), label_dtype)))
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)

@@ -73,7 +73,15 @@ class Torch(Framework):
             torch_config=TorchConfig(backend="nccl" if request.use_cuda else "gloo"),
             scaling_config=request.scaling,
             run_config=request.run,
+            datasets=dict(request.datasets) or None,
         )
+
+    def tensors(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Torch tensors on this worker's device (its GPU where it has a real one)."""
+        import torch
+
+        where = device()
+        return {name: torch.from_numpy(array).to(where) for name, array in arrays.items()}
 
     def prepare(self, model_or_builder: Any) -> Any:
         """Wrapped in DistributedDataParallel (NCCL on a real GPU, else gloo on the CPU) and

@@ -27,7 +27,6 @@ Imported by Serve on the cluster (``raykube.serving.app:router_app`` / ``:model_
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import math
 import random
@@ -139,12 +138,6 @@ def as_batch(instances: list[Any], input_shape: tuple[int, ...]) -> Any:
     return np.asarray(instances, dtype=np.float32)
 
 
-def _load_predictor(import_path: str, checkpoint: str) -> Any:
-    module_name, _, class_name = import_path.partition(":")
-    predictor_class = getattr(importlib.import_module(module_name), class_name)
-    return predictor_class(checkpoint)
-
-
 def _json_ready(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else value
 
@@ -154,9 +147,8 @@ class Model:
     """One version's replicas: the predictor behind request batching."""
 
     def __init__(self, predictor: str, checkpoint: str, version: str, framework: str) -> None:
-        frameworks.get(framework).on_process_start()  # before the predictor imports it
         self.version = version
-        self.predictor = _load_predictor(predictor, checkpoint)
+        self.predictor = frameworks.get(framework).load_predictor(predictor, checkpoint)
         self.input_shape = tuple(self.predictor.input_shape)
 
     def reconfigure(self, config: dict[str, Any]) -> None:

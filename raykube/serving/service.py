@@ -25,7 +25,7 @@ from typing import Any
 
 from raykube import frameworks
 from raykube.cluster import Cluster
-from raykube.dashboard import DashboardClient, jobs_client
+from raykube.dashboard import DashboardClient
 from raykube.errors import BackendError, RaykubeError, ServeError, SpecError
 from raykube.output import html_table
 from raykube.progress import Progress
@@ -224,30 +224,9 @@ def _wait_applied(api: _ServeApi, service: str, wanted: list[dict[str, Any]],
                     hint="`raykube serve status NAME` shows what Serve is waiting for")
 
 
-def _upload_working_dir(cluster: Cluster, folder: str) -> str:
-    """Upload ``folder`` to the cluster (as `ray job submit` does) and return its gcs:// URI."""
-    endpoints = cluster.endpoints
-    runtime_env = {"working_dir": folder}
-    # The Jobs SDK's own upload: a content-addressed package, so unchanged code keeps its URI
-    # and an unchanged version is not redeployed.
-    jobs_client(endpoints.dashboard_url, endpoints.auth_token_path
-                )._upload_working_dir_if_needed(runtime_env)
-    return str(runtime_env["working_dir"])
-
-
 def _check_before_deploy(spec: ServeSpec, cluster: Cluster) -> None:
     """Refuse what cannot work before anything is sent: code or checkpoints that are missing."""
-    if spec.uses_local_working_dir():
-        folder = Path(str(spec.working_dir))
-        module = spec.predictor.split(":")[0].replace(".", "/")
-        if not folder.is_dir():
-            raise SpecError(f"service {spec.name}: workingDir {folder} is not a folder",
-                            "point workingDir at the folder holding the predictor's module")
-        if not ((folder / f"{module}.py").is_file() or (folder / module).is_dir()):
-            raise SpecError(
-                f"service {spec.name}: predictor module {module!r} is not in {folder}",
-                f"put {module}.py in workingDir, or fix predictor (module:Class)",
-            )
+    spec.check_predictor_code(f"service {spec.name}")
     if cluster.capabilities.shares_driver_filesystem:  # else the path is the nodes' to check
         for version in spec.versions:
             if "://" not in version.checkpoint and not Path(version.checkpoint).exists():
@@ -371,7 +350,7 @@ def deploy(
     working_dir = None
     if spec.uses_local_working_dir():
         progress.say(f"service {spec.name}: uploading {spec.working_dir}")
-        working_dir = _upload_working_dir(handle, str(spec.working_dir))
+        working_dir = handle.upload_working_dir(str(spec.working_dir))
     # A framework with its own environment (MXNet) runs its replicas in it where the nodes
     # can run this machine's interpreters; elsewhere the image provides it.
     py_executable = (frameworks.get(spec.framework).python()

@@ -20,7 +20,8 @@ from raykube.errors import SpecError
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
-KIND_NAMES = {"RayCluster": "cluster spec", "RayJob": "job spec", "Serve": "serve spec"}
+KIND_NAMES = {"RayCluster": "cluster spec", "RayJob": "job spec", "Serve": "serve spec",
+              "BatchPredict": "batch spec"}
 """A spec file's ``kind`` -> what messages call it (a file without ``kind`` is a cluster spec)."""
 
 MAX_SPEC_BYTES = 1 << 20
@@ -231,7 +232,7 @@ def load(path: str | Path, model: type[M], what: str, example: str) -> M:
 
 
 def spec_kind(path: str | Path) -> str:
-    """What a spec file describes: its ``kind`` (RayJob, Serve), else RayCluster.
+    """What a spec file describes: its ``kind`` (RayJob, Serve, BatchPredict), else RayCluster.
 
     Raises:
         SpecError: the file is missing or is not YAML.
@@ -242,7 +243,8 @@ def spec_kind(path: str | Path) -> str:
         return "RayCluster"
     if not isinstance(kind, str) or kind not in KIND_NAMES:
         raise SpecError(f"{path}: kind {_shown_input(kind)} is not one raykube reads",
-                        "use kind: RayJob or kind: Serve, or leave kind out for a cluster spec",
+                        "use kind: RayJob, Serve or BatchPredict, or leave kind out for a cluster "
+                        "spec",
                         file=str(path))
     return str(kind)
 

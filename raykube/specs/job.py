@@ -24,7 +24,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from raykube.specs.base import SpecModel, check_dns_label, load
+from raykube.errors import SpecError
+from raykube.specs.base import SpecModel, check_dns_label, load, parse, spec_kind
+from raykube.specs.batch import BatchPredictSpec, load_batch_spec
 from raykube.specs.cluster import ClusterSpec, load_spec
 
 
@@ -100,13 +102,50 @@ class RayJobSpec(SpecModel):
 
 
 def load_job_spec(path: str | Path) -> tuple[RayJobSpec, ClusterSpec | None]:
-    """Read a RayJob spec and, for an ephemeral cluster, the cluster spec it names.
+    """Read a RayJob spec (or a batch spec, ``kind: BatchPredict``, as the RayJob that runs it)
+    and, for an ephemeral cluster, the cluster spec it names.
 
     Raises:
         SpecError: missing file, malformed YAML, invalid fields, or an invalid cluster spec.
     """
     file = Path(path)
+    if spec_kind(file) == "BatchPredict":
+        job = batch_rayjob(load_batch_spec(file))
+        return job, load_spec(job.cluster) if job.cluster else None
     job = load(file, RayJobSpec, "job spec", "jobs/train-digits.rayjob.yaml")
     cluster = load_spec(file.parent / job.cluster) if job.cluster else None
     return job, cluster
+
+
+def batch_rayjob(batch: BatchPredictSpec) -> RayJobSpec:
+    """The RayJob that runs batch spec ``batch`` on Kubernetes: ``raykube batch run`` as its
+    entrypoint, the predictor's code (a URI) as its working_dir.
+
+    Raises:
+        SpecError: a local workingDir (the pods cannot read it), or no cluster named.
+    """
+    where = f"batch job {batch.name}"
+    if batch.uses_local_working_dir():
+        raise SpecError(
+            f"{where}: workingDir {batch.working_dir} is a local folder, which KubeRay pods "
+            "cannot read",
+            "give workingDir as a URI the pods can fetch (https://.../code.zip, s3://...), or "
+            "put the code in the image and drop workingDir")
+    if not batch.cluster and not batch.cluster_selector:
+        raise SpecError(f"{where}: a RayJob needs a cluster: set cluster: (a cluster spec file "
+                        "for an ephemeral cluster) or clusterSelector: (an existing RayCluster)",
+                        "e.g. cluster: ../clusters/local.yaml")
+    runtime_env = {"working_dir": batch.working_dir} if batch.working_dir else {}
+    data: dict[str, Any] = {
+        "kind": "RayJob", "name": batch.name, "entrypoint": batch.rayjob_entrypoint(),
+        "runtimeEnv": runtime_env,
+    }
+    if batch.namespace:
+        data["namespace"] = batch.namespace
+    if batch.cluster:
+        data["cluster"] = batch.cluster
+    else:
+        data["clusterSelector"] = batch.cluster_selector
+    return parse(RayJobSpec, data, source=where, what="job spec",
+                 example="jobs/train-digits.rayjob.yaml")
 

@@ -26,18 +26,15 @@ request (new versions are up before they get traffic, old ones lose traffic befo
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from raykube import frameworks
 from raykube.errors import SpecError
 from raykube.specs.base import SpecModel, check_dns_label, load, parse
+from raykube.specs.predictor import PredictorSpec, with_working_dir_of
 
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
 class ServeVersion(SpecModel):
@@ -158,27 +155,13 @@ class RolloutPolicy(SpecModel):
         return value
 
 
-class ServeSpec(SpecModel):
+class ServeSpec(PredictorSpec):
     """A model service: predictor, versions and the Serve settings of their replicas."""
 
     kind: Literal["Serve"] = Field("Serve", description="Always Serve.")
     name: str = Field(..., description="Service name: the Serve application and its route.")
     route_prefix: str | None = Field(
         None, alias="routePrefix", description="HTTP route; default /<name>.",
-    )
-    framework: str = Field(
-        ..., description="The predictor's framework: torch, tensorflow or mxnet.",
-    )
-    predictor: str = Field(
-        ..., description="module:Class of the predictor, importable from workingDir.",
-    )
-    working_dir: str | None = Field(
-        None, alias="workingDir",
-        description="Folder (relative to this file) or remote URI holding the predictor's code.",
-    )
-    runtime_env: dict[str, Any] = Field(
-        default_factory=dict, alias="runtimeEnv",
-        description="More Ray runtime env for the replicas (env_vars, pip, ...).",
     )
     versions: list[ServeVersion] = Field(..., min_length=1, description="Model versions.")
     replicas: int | None = Field(
@@ -217,30 +200,11 @@ class ServeSpec(SpecModel):
     def _name(cls, value: str) -> str:
         return _serve_name(value, "name")
 
-    @field_validator("framework")
-    @classmethod
-    def _framework(cls, value: str) -> str:
-        if value not in frameworks.names():
-            raise ValueError(
-                f"framework {value!r} is not one raykube knows: use one of "
-                f"{', '.join(frameworks.names())}"
-            )
-        return value
-
     @field_validator("route_prefix")
     @classmethod
     def _route(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError(f"routePrefix {value!r} must start with '/', e.g. /{value}")
-        return value
-
-    @field_validator("predictor")
-    @classmethod
-    def _predictor(cls, value: str) -> str:
-        if not _IMPORT_PATH.match(value):
-            raise ValueError(
-                f"predictor {value!r} is not module:Class (e.g. digits_serving:TorchDigits)"
-            )
         return value
 
     @model_validator(mode="after")
@@ -295,10 +259,6 @@ class ServeSpec(SpecModel):
         """The Serve application that runs ``version`` (the service's own app is its router)."""
         return model_app_name(self.name, version)
 
-    def uses_local_working_dir(self) -> bool:
-        """Whether ``workingDir`` is a folder on this machine (uploaded at deploy)."""
-        return bool(self.working_dir) and not _URI.match(self.working_dir or "")
-
 
 APP_SEPARATOR = "--"
 """Between a service's name and a version's in the version's Serve application name; neither
@@ -335,10 +295,8 @@ def load_serve_spec(path: str | Path) -> ServeSpec:
         SpecError: missing file, malformed YAML or invalid fields.
     """
     file = Path(path)
-    spec = load(file, ServeSpec, "serve spec", "jobs/digits.serve.yaml")
-    if spec.uses_local_working_dir():
-        folder = (file.parent / str(spec.working_dir)).resolve()
-        spec = spec.model_copy(update={"working_dir": str(folder)})
+    spec = with_working_dir_of(load(file, ServeSpec, "serve spec", "jobs/digits.serve.yaml"),
+                               file)
     if spec.cluster:
         spec = spec.model_copy(update={"cluster": str((file.parent / spec.cluster).resolve())})
     return spec

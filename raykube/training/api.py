@@ -16,14 +16,15 @@ import sysconfig
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from raykube import frameworks, worker
 from raykube.connection import ensure_connected
-from raykube.errors import RaykubeError, TrainError
+from raykube.data.sources import DataSource, is_dataset, parse_source, quiet_ray_data, read
+from raykube.errors import DataError, RaykubeError, TrainError
 from raykube.frameworks import TrainerRequest
 from raykube.output import html_table
 from raykube.private import why_not_private
@@ -162,6 +163,31 @@ class TrainResult:
         return worker.load_state(folder) if folder else None
 
 
+def check_datasets(datasets: Mapping[str, Any], local_files: bool
+                   ) -> dict[str, DataSource | Any]:
+    """Each named data set checked before anything starts: a Ray Dataset as it is, a path or
+    URI parsed (a local path must be there when the nodes share this machine's files).
+
+    Raises:
+        DataError: a bad name, or a source that cannot be read (naming it).
+    """
+    checked: dict[str, DataSource | Any] = {}
+    for name, source in datasets.items():
+        if not isinstance(name, str) or not name:
+            raise DataError(f"datasets: {name!r} is not a name", 'name each, e.g. {"train": ...}')
+        checked[name] = source if is_dataset(source) else parse_source(
+            source, what=f"datasets[{name!r}]", check_local=local_files)
+    return checked
+
+
+def open_datasets(sources: Mapping[str, DataSource | Any]) -> dict[str, Any]:
+    """Ray Datasets of the checked sources (connected: reading is planned on the cluster)."""
+    if sources:
+        quiet_ray_data()
+    return {name: read(source, shuffle_files=True) if isinstance(source, DataSource) else source
+            for name, source in sources.items()}
+
+
 def ship_by_value(train_fn: Callable[..., Any]) -> list[str]:
     """Send the user's own code with the run: the module defining ``train_fn`` and the modules
     beside it in the same folder are pickled by value, so workers need not find them on their
@@ -212,6 +238,7 @@ def train(
     keep_checkpoints: int = 2,
     score: str | None = None,
     score_mode: str = "max",
+    datasets: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Run ``train_fn`` on ``num_workers`` workers of ``cluster`` and return the outcome.
 
@@ -238,6 +265,11 @@ def train(
             (default 0 for a fixed size, 3 for elastic; -1 for unlimited).
         keep_checkpoints: how many checkpoints to keep.
         score, score_mode: metric and 'max'/'min' that rank checkpoints for ``best_checkpoint``.
+        datasets: data sets streamed to the workers by name, each a Ray Dataset (with the
+            preprocessing mapped on) or a path/URI of Parquet, CSV or NumPy files
+            (:func:`raykube.data.read`, files in a new order each epoch); Ray Train splits each
+            across the workers as it is read, and the loop iterates its share with
+            ``worker.dataset(name).batches(...)``.
 
     Returns:
         :class:`TrainResult`.
@@ -267,8 +299,10 @@ def train(
             "pass storage_path=, or give the cluster spec a storage: {path: ...}",
         )
     cluster_known = target.cluster
-    if cluster_known is None or cluster_known.capabilities.shares_driver_filesystem:
+    local_files = cluster_known is None or cluster_known.capabilities.shares_driver_filesystem
+    if local_files:
         storage = check_storage(storage)  # else the folder is the pods' (a volume) to check
+    sources = check_datasets(datasets or {}, local_files)
 
     ensure_connected(target)
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -310,7 +344,7 @@ def train(
         trainer = chosen.make_trainer(TrainerRequest(
             worker.wrap(framework, train_fn, os.path.join(storage, run_name), feed.queue,
                         ray_log_level),
-            config, scaling, run, use_cuda,
+            config, scaling, run, use_cuda, open_datasets(sources),
         ))
         failure: Exception | None = None
         # fit() installs a SIGINT handler holding the controller actor and never removes it,
