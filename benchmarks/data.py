@@ -92,7 +92,7 @@ def bench_data(*, quick: bool, repeats: int, progress: Callable[[str], None]
     import raykube
     from digits_data import write_digits_parquet
 
-    rows = 100_000 if quick else 1_000_000
+    rows = 50_000 if quick else 1_000_000
     folder = Path(tempfile.mkdtemp(prefix="rk-bench-data-"))
     try:
         progress(f"data: writing {rows:,} digits-derived rows")

@@ -32,6 +32,8 @@ from raykube.specs.batch import BatchPredictSpec
 
 from common import ACCURACY_BAR
 from digits_data import write_digits_parquet
+from train_mxnet import build_net
+from train_tensorflow import build_model as build_keras_model
 from train_torch import build_model, model_of
 
 HERE = Path(__file__).resolve().parent
@@ -79,18 +81,66 @@ def streamed_loop(config: dict[str, Any]) -> dict[str, Any]:
     return {"memory": peaks}
 
 
+def streamed_tensorflow_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """The same streamed input in TensorFlow: Keras' ``fit`` over ``tf_dataset``."""
+    import numpy as np
+
+    model = worker.prepare(build_keras_model)
+    data = worker.dataset("train").tf_dataset(["pixels"], "label", config["batch_size"],
+                                              shuffle_buffer=4096)
+    model.fit(data, epochs=config["epochs"], verbose=0)
+    return {"test_accuracy": streamed_accuracy(
+        lambda X: np.argmax(model(X, training=False).numpy(), axis=1))}
+
+
+def streamed_mxnet_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """The same streamed input in MXNet: NumPy batches into Gluon, ``dist_sync`` steps (every
+    batch full, so every worker pushes the same number of times)."""
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    net = worker.prepare(build_net())
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 0.003},
+                            kvstore=worker.mxnet_kvstore())
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    world = worker.context().world_size
+    for _ in range(config["epochs"]):
+        for batch in worker.dataset("train").batches(config["batch_size"], drop_last=True,
+                                                     columns=["pixels", "label"]):
+            with autograd.record():
+                loss = loss_fn(net(mx.nd.array(batch["pixels"])), mx.nd.array(batch["label"]))
+            loss.backward()
+            trainer.step(config["batch_size"] * world)
+    return {"test_accuracy": streamed_accuracy(
+        lambda X: net(mx.nd.array(X)).argmax(axis=1).asnumpy().astype(int))}
+
+
+def streamed_accuracy(predict: Any) -> float:
+    """Accuracy of ``predict`` (features -> labels) over the streamed test set, all workers."""
+
+    correct = total = 0
+    for batch in worker.dataset("test").batches(8192, columns=["pixels", "label"]):
+        predicted = _as_numpy(predict(batch["pixels"]))
+        correct += int((predicted == _as_numpy(batch["label"])).sum())
+        total += len(predicted)
+    counts = worker.gather([correct, total], "accuracy")
+    return sum(c for c, _ in counts) / max(1, sum(t for _, t in counts))
+
+
+def _as_numpy(values: Any) -> Any:
+    """A batch column as NumPy, wherever it lives (a torch tensor may be on a GPU)."""
+    import numpy as np
+
+    return values.cpu().numpy() if hasattr(values, "cpu") else np.asarray(values)
+
+
 def evaluate(model: Any) -> float:
-    """Accuracy over this worker's share of the streamed test set, summed over workers."""
+    """The torch model's accuracy over the streamed test set."""
     import torch
 
     model.eval()
-    correct = total = 0
     with torch.no_grad():
-        for batch in worker.dataset("test").batches(8192, columns=["pixels", "label"]):
-            correct += int((model(batch["pixels"]).argmax(dim=1) == batch["label"]).sum())
-            total += len(batch["label"])
-    counts = worker.gather((correct, total), "evaluate")
-    return sum(c for c, _ in counts) / max(1, sum(t for _, t in counts))
+        return streamed_accuracy(lambda X: model(X).argmax(dim=1).cpu())
 
 
 def _rss_bytes() -> dict[str, int]:
@@ -109,6 +159,11 @@ def _rss_bytes() -> dict[str, int]:
 def _peak_rss_bytes() -> int:
     """This process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+STREAMED_LOOPS = {"torch": streamed_loop, "tensorflow": streamed_tensorflow_loop,
+                  "mxnet": streamed_mxnet_loop}
+"""One loop per framework over the same ``worker.dataset`` calls."""
 
 
 def train_streamed(cluster: Any, paths: dict[str, str], *, epochs: int = 1,

@@ -158,7 +158,7 @@ def dataset(name: str) -> DatasetShard:
     if iterator is None:
         raise DataError(f"no data set {name!r} in this training run",
                         "pass it to raykube.train(datasets={...}) under that name")
-    return DatasetShard(name, iterator, _active().tensors)
+    return DatasetShard(name, iterator, _active())
 
 
 def prepare(model_or_builder: Any) -> Any:

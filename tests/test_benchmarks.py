@@ -48,8 +48,14 @@ def test_quick_benchmarks_write_json_table_and_plots(tmp_path: Path) -> None:
     assert all(r["requests"] > 0 and positive(r["recover_s"]) and positive(r["p99_ratio"])
                for r in faults.values())
     assert positive(results["cluster_ops"]["submit_ratio"])
+    data = results["data"]
+    assert all(positive(data[key]) for key in (
+        "plain_batch_rows_per_s", "batch_1a_rows_per_s", "batch_2a_rows_per_s",
+        "in_memory_train_rows_per_s", "streamed_1w_train_rows_per_s",
+        "streamed_2w_train_rows_per_s", "batch_2a_over_plain", "streamed_2w_over_in_memory"))
     table = (tmp_path / "results.md").read_text()
     assert "| torch | raykube | weak | 2 |" in table
+    assert "## Ray Data" in table
     assert table in done.stdout
     for plot in ("training.png", "serving.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,10 +10,11 @@ TensorFlow tensors, or NumPy arrays (MXNet takes them with ``mx.nd.array``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from raykube.data.columns import columns_to_numpy, feature_matrix
+from raykube.frameworks.base import Framework
 
 DEFAULT_BATCH_SIZE = 256
 
@@ -26,11 +27,10 @@ class DatasetShard:
         iterator: Ray's ``DataIterator`` under it, for what this class does not cover.
     """
 
-    def __init__(self, name: str, iterator: Any, to_tensors: Callable[[dict[str, Any]], Any]
-                 ) -> None:
+    def __init__(self, name: str, iterator: Any, framework: Framework) -> None:
         self.name = name
         self.iterator = iterator
-        self._to_tensors = to_tensors
+        self._framework = framework
 
     def batches(self, batch_size: int = DEFAULT_BATCH_SIZE, *,
                 columns: Sequence[str] | None = None, shuffle_buffer: int | None = None,
@@ -49,7 +49,7 @@ class DatasetShard:
             batch_size=batch_size, batch_format="pyarrow", drop_last=drop_last,
             local_shuffle_buffer_size=shuffle_buffer, prefetch_batches=prefetch,
         ):
-            yield self._to_tensors(columns_to_numpy(table, columns))
+            yield self._framework.tensors(columns_to_numpy(table, columns))
 
     def tf_dataset(self, features: Sequence[str], label: str,
                    batch_size: int = DEFAULT_BATCH_SIZE, *, shuffle_buffer: int | None = None
@@ -58,8 +58,6 @@ class DatasetShard:
         features side by side as one float32 matrix, every batch full (the last partial one is
         left out, so every worker runs the same number of steps). Each pass over it reads an
         epoch. It is this worker's share already, so TensorFlow's own sharding is off."""
-        from raykube import frameworks
-
         def generate() -> Iterator[tuple[Any, Any]]:
             for table in self.iterator.iter_batches(
                 batch_size=batch_size, batch_format="pyarrow", drop_last=True,
@@ -71,7 +69,7 @@ class DatasetShard:
         schema = self.iterator.schema()
         width = sum(_width(schema, name) for name in features)
         label_type = schema.base_schema.field(label).type.to_pandas_dtype()
-        return frameworks.get("tensorflow").keras_dataset(generate, width, label_type)
+        return self._framework.keras_dataset(generate, width, label_type)
 
 
 def _width(schema: Any, name: str) -> int:
