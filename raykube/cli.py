@@ -390,7 +390,8 @@ def _load_function(target: str) -> Callable[..., object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    frameworks.get(args.framework)  # a bad --framework is refused before a cluster is looked up
+    frameworks.get(args.framework)  # bad flags are refused before a cluster is looked up
+    datasets = _datasets(args.dataset)
     workers: int | tuple[int, int] = args.workers
     if args.max_workers:
         workers = (args.workers, args.max_workers)
@@ -399,7 +400,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=workers, cpus_per_worker=args.cpus, gpus_per_worker=args.gpus,
         worker_group=args.worker_group, storage_path=args.storage, name=args.name,
         config=_json_object(args.config, "--config"),
-        max_failures=args.max_failures, datasets=_datasets(args.dataset),
+        max_failures=args.max_failures, datasets=datasets,
     )
     print(json.dumps({"metrics": result.metrics, "checkpoint": result.checkpoint,
                       "path": result.path}, default=str, sort_keys=True))

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import raykube
+from raykube import worker
 from raykube.data import columns_to_numpy
 from raykube.data.sources import parse_source
 from raykube.errors import DataError, SpecError
@@ -193,16 +194,52 @@ def test_streamed_training_on_data_several_times_the_object_stores(
 @pytest.mark.parametrize("framework", ["tensorflow", "mxnet"])
 def test_tensorflow_and_mxnet_stream_through_the_same_worker_api(
         data_cluster: Any, digits_files: dict[str, str], framework: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     if framework == "mxnet":
         if not MXNET_PYTHON.exists():
             pytest.skip("no .venv-mxnet: create it with `bash scripts/setup-mxnet.sh`")
         monkeypatch.setenv("RAYKUBE_MXNET_PYTHON", str(MXNET_PYTHON))
     loop = digits_at_scale.STREAMED_LOOPS[framework]
+    train = tmp_path / "train"  # the first 80,000 training rows; the held-out rows to test
+    train.mkdir()
+    for part in sorted(Path(digits_files["train"]).glob("*.parquet"))[:2]:
+        (train / part.name).symlink_to(part)
     result = raykube.train(loop, framework=framework, cluster=data_cluster, num_workers=2,
-                           datasets={"train": digits_files["test"], "test": digits_files["test"]},
+                           datasets={"train": str(train), "test": digits_files["test"]},
                            config={"epochs": 2, "batch_size": 256}, name=f"streamed-{framework}")
     assert result.return_value["test_accuracy"] >= 0.85
+
+
+def first_batch_loop() -> dict[str, Any]:
+    """What one worker's first streamed batch holds."""
+    batch = next(iter(worker.dataset("train").batches(4)))
+    return {"columns": sorted(batch), "scaled": float(batch["pixels"].max())}
+
+
+@pytest.mark.local
+def test_a_dataset_with_preprocessing_mapped_on_streams_as_mapped(
+        data_cluster: Any, digits_files: dict[str, str]) -> None:
+    import raykube.data
+    from raykube.connection import ensure_connected
+
+    ensure_connected(data_cluster)
+
+    def preprocess(batch: Any) -> Any:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        pixels = batch.column("pixels").combine_chunks()
+        scaled = pa.FixedSizeListArray.from_arrays(
+            pc.add(pc.multiply(pixels.flatten(), 0.0), 7.0), pixels.type.list_size)
+        return batch.set_column(1, "pixels", scaled).append_column(
+            "weight", pa.array([1.0] * batch.num_rows))
+
+    mapped = raykube.data.read(digits_files["test"]).map_batches(preprocess,
+                                                                 batch_format="pyarrow")
+    result = raykube.train(first_batch_loop, cluster=data_cluster, num_workers=1,
+                           datasets={"train": mapped}, name="mapped")
+    assert result.return_value == {"columns": ["id", "label", "pixels", "weight"],
+                                   "scaled": 7.0}
 
 
 @pytest.mark.local
@@ -356,3 +393,16 @@ def test_an_actor_the_cluster_cannot_place_is_refused_before_start(tmp_path: Pat
         check_placement(parse_batch_spec(_batch(workerGroup="gpu")), cluster)
     with pytest.raises(SpecError, match="holds an actor of 1 CPU / 1 GPU"):
         check_placement(parse_batch_spec(_batch(resources={"gpus": 1})), cluster)
+
+
+@pytest.mark.unit
+def test_cli_dataset_flags_and_a_missing_source_are_refused_before_start(tmp_path: Path) -> None:
+    from conftest import assert_clean_error
+
+    loop = tmp_path / "loop.py"
+    loop.write_text("def loop():\n    pass\n")
+    bad_flag = run_cli("train", f"{loop}:loop", "--dataset", "train")
+    assert_clean_error(bad_flag, 2, "--dataset 'train' is not NAME=PATH")
+    missing = run_cli("train", f"{loop}:loop", "--storage", str(tmp_path / "ckpt"),
+                      "--cluster", "127.0.0.1:9", "--dataset", f"train={tmp_path / 'nowhere'}")
+    assert_clean_error(missing, DataError.exit_code, "datasets['train']", "does not exist")
