@@ -294,9 +294,9 @@ def test_a_killed_actor_loses_and_duplicates_no_row(
         except BaseException as exc:  # handed to the test
             outcome["error"] = exc
 
+    ensure_connected(data_cluster)  # before the run's thread connects: one ray.init at a time
     runner = threading.Thread(target=run)
     runner.start()
-    ensure_connected(data_cluster)
     killed = None
     deadline = time.monotonic() + 300
     while runner.is_alive() and killed is None and time.monotonic() < deadline:
@@ -309,8 +309,8 @@ def test_a_killed_actor_loses_and_duplicates_no_row(
         else:
             runner.join(0.2)
     runner.join(600)
-    assert killed is not None, "the run ended before an actor could be killed"
     assert "error" not in outcome, outcome.get("error")
+    assert killed is not None, "the run ended before an actor could be killed"
     ids = _ids(str(output))
     assert len(ids) == len(set(ids)) == TRAIN_ROWS, "no row duplicated"
     assert set(ids) == set(_ids(digits_files["train"])), "no row lost"
