@@ -49,8 +49,11 @@ def main() -> int:
         print(json.dumps(report))
         print("no CUDA GPU here", file=sys.stderr)
         return 1
+    # The jobs folder is this driver's working_dir: the batch actors import the predictor.
     ray.init(num_cpus=min(8, os.cpu_count() or 2), num_gpus=max(gpus, 1),
-             include_dashboard=False)
+             include_dashboard=False, runtime_env={"working_dir": str(ROOT / "jobs")})
+    # This one-node Ray is the cluster every raykube call below means (as inside a Ray job).
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     runs = {}
     for label, gpu in (("gpu", 1), ("cpu", 0)):
         started = time.monotonic()
@@ -112,7 +115,7 @@ def data_check(out: Path, gpus_per_worker: float) -> dict[str, object]:
     for label, resources in (("gpu", {"cpus": 1, "gpus": gpus_per_worker}), ("cpu", {"cpus": 1})):
         spec = digits_at_scale.batch_spec(str(trained.checkpoint), paths["test"],
                                           str(out / f"predictions-{label}"),
-                                          resources=resources,
+                                          resources=resources, workingDir=None,
                                           actorPool={"minSize": 1, "maxSize": 1})
         written = raykube.batch_predict(spec)
         figures[f"{label}_rows_out"] = written.rows_out

@@ -406,3 +406,11 @@ def test_cli_dataset_flags_and_a_missing_source_are_refused_before_start(tmp_pat
     missing = run_cli("train", f"{loop}:loop", "--storage", str(tmp_path / "ckpt"),
                       "--cluster", "127.0.0.1:9", "--dataset", f"train={tmp_path / 'nowhere'}")
     assert_clean_error(missing, DataError.exit_code, "datasets['train']", "does not exist")
+
+
+@pytest.mark.unit
+def test_a_local_working_dir_needs_a_cluster_raykube_knows() -> None:
+    spec = parse_batch_spec(_batch(predictor="digits_serving:TorchDigits",
+                                   workingDir=str(ROOT / "jobs")))
+    with pytest.raises(SpecError, match="uploads only to a cluster it knows"):
+        raykube.batch_predict(spec, "127.0.0.1:9")

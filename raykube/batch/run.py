@@ -88,6 +88,12 @@ def batch_predict(spec: BatchPredictSpec | str | Path, cluster: ClusterRef = Non
     local_files = target.cluster is None or target.cluster.capabilities.shares_driver_filesystem
     what = f"batch job {spec.name}"
     spec.check_predictor_code(what)
+    if spec.uses_local_working_dir() and target.cluster is None:
+        raise SpecError(
+            f"{what}: workingDir {spec.working_dir} is a local folder, which raykube uploads "
+            f"only to a cluster it knows, not to {target.reference}",
+            "pass the cluster's name; inside a Ray job, give the job that working_dir and "
+            "drop workingDir")
     if target.spec is not None:
         check_placement(spec, target.spec)
     source = parse_source(spec.input, spec.input_format, what=f"{what}: input",
@@ -153,10 +159,10 @@ def _runtime_env(spec: BatchPredictSpec, target: Target) -> dict[str, Any]:
     runtime_env = dict(spec.runtime_env)
     runtime_env["env_vars"] = {**framework.worker_env, **runtime_env.get("env_vars", {})}
     cluster = target.cluster
-    if spec.working_dir:
-        runtime_env["working_dir"] = (cluster.upload_working_dir(spec.working_dir)
-                                      if spec.uses_local_working_dir() and cluster is not None
-                                      else spec.working_dir)
+    if spec.uses_local_working_dir() and cluster is not None:
+        runtime_env["working_dir"] = cluster.upload_working_dir(str(spec.working_dir))
+    elif spec.working_dir:
+        runtime_env["working_dir"] = spec.working_dir
     if cluster is None or cluster.capabilities.runs_host_python_envs:
         python = framework.python()
         if python:
