@@ -32,6 +32,9 @@ from raykube.target import ClusterRef, Target, resolve
 PROGRESS_EVERY_S = 5.0
 """Seconds between progress lines."""
 
+HEAD_RESOURCE = "node:__internal_head__"
+"""The resource only Ray's head node has (locally and in KubeRay's head pod)."""
+
 
 @dataclass
 class BatchResult:
@@ -176,7 +179,9 @@ def _run(spec: BatchPredictSpec, source: Any, target: Target, progress: Progress
     import ray.data
 
     quiet_ray_data()
-    counter = ray.remote(num_cpus=0)(RowCounter).remote()
+    # On the head, which the autoscaler never removes: a 0-CPU actor does not keep a worker
+    # node busy, and one placed on a worker died with it when that node went idle.
+    counter = ray.remote(num_cpus=0, resources={HEAD_RESOURCE: 0.001})(RowCounter).remote()
     remote_args: dict[str, Any] = {"num_cpus": spec.resources.cpus,
                                    "runtime_env": _runtime_env(spec, target)}
     if spec.resources.gpus:
