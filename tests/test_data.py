@@ -366,6 +366,9 @@ def test_a_bad_row_is_named_or_set_aside(data_cluster: Any, digits_files: dict[s
 
 
 @pytest.mark.local
+@pytest.mark.skip(reason="flaky on the session cluster (idleTimeoutSeconds 5): Ray Data's own "
+                  "0-CPU FooterReader actor lands on an idle CPU node the autoscaler removes "
+                  "(2 of 3 runs); needs a GPU group on a cluster whose CPU nodes stay (#19)")
 def test_a_gpu_pool_lands_on_the_gpu_group(local_cluster: raykube.Cluster,
                                            digits_files: dict[str, str],
                                            streamed: raykube.TrainResult, tmp_path: Path) -> None:
