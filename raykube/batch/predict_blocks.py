@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from raykube import frameworks
-from raykube.data.columns import feature_matrix
+from raykube.data.columns import columns_to_numpy, feature_matrix
 from raykube.errors import DataError
 
 REASON_COLUMN = "reason"
@@ -51,7 +51,8 @@ class PredictBlocks:
         import ray
 
         self.predictor = frameworks.get(framework).load_predictor(predictor, checkpoint)
-        self.width = math.prod(tuple(self.predictor.input_shape))
+        self.input_shape = tuple(self.predictor.input_shape)
+        self.width = math.prod(self.input_shape)
         self.features, self.id_column = features, id_column
         self.prediction_column, self.bad_rows, self.counter = prediction_column, bad_rows, counter
         counter.joined.remote(ray.get_runtime_context().get_node_id())
@@ -66,8 +67,8 @@ class PredictBlocks:
         good = table.filter(pa.array(~bad)) if bad.any() else table
         predictions: list[Any] = []
         if good.num_rows:
-            matrix = feature_matrix(_numpy_columns(good, self.features), self.features)
-            shaped = matrix.reshape((len(matrix), *tuple(self.predictor.input_shape)))
+            matrix = feature_matrix(columns_to_numpy(good, self.features), self.features)
+            shaped = matrix.reshape((len(matrix), *self.input_shape))
             predictions = list(self.predictor.predict(shaped))
             if len(predictions) != good.num_rows:
                 raise DataError(f"the predictor returned {len(predictions)} predictions for "
@@ -135,12 +136,6 @@ class PredictBlocks:
         filesystem, root = pyarrow.fs.FileSystem.from_uri(_as_uri(self.bad_rows))
         filesystem.create_dir(root, recursive=True)
         pq.write_table(rows, f"{root}/{name}", filesystem=filesystem)
-
-
-def _numpy_columns(table: Any, names: list[str]) -> dict[str, np.ndarray]:
-    from raykube.data.columns import columns_to_numpy
-
-    return columns_to_numpy(table, names)
 
 
 def _finite(values: Any) -> np.ndarray:

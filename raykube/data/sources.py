@@ -36,11 +36,6 @@ class DataSource:
     location: str
     format: str
 
-    @property
-    def is_uri(self) -> bool:
-        """Whether it is read through a filesystem URI rather than a local path."""
-        return bool(_URI.match(self.location))
-
     def __str__(self) -> str:
         return self.location
 
