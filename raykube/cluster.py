@@ -108,8 +108,20 @@ class Cluster:
 
     def down(self, *, timeout: float = 60.0, purge: bool = False) -> None:
         """Stop the cluster and everything it runs; its logs are kept (:func:`logs`) unless
-        ``purge``."""
+        ``purge``. A driver this process attached to the cluster is detached first."""
+        self._detach_driver()
         self.backend.down(self.name, timeout=timeout, purge=purge)
+
+    def _detach_driver(self) -> None:
+        """``ray.shutdown()`` when this process is a Ray driver of this cluster: Ray ends a
+        driver's whole process once its node's object store goes (a notebook kernel, a test
+        run), where a driver detached first simply lives on."""
+        import ray
+
+        if not ray.is_initialized() or ray.util.client.ray.is_connected():
+            return  # a Ray Client driver only loses its connection
+        if ray.get_runtime_context().gcs_address == self.endpoints.gcs_address:
+            ray.shutdown()
 
     def upload_working_dir(self, folder: str) -> str:
         """Upload ``folder`` to the cluster (as `ray job submit` does) and return its gcs://

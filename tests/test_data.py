@@ -365,11 +365,15 @@ def test_a_bad_row_is_named_or_set_aside(data_cluster: Any, digits_files: dict[s
     assert sorted(_ids(str(output)) + list(by_id)) == sorted(ids)
 
 
+@pytest.fixture
+def gpu_pool_cluster() -> Any:
+    cluster = raykube.up(SPECS / "data-gpu.yaml", timeout=180)
+    yield cluster
+    cluster.down()
+
+
 @pytest.mark.local
-@pytest.mark.skip(reason="flaky on the session cluster (idleTimeoutSeconds 5): Ray Data's own "
-                  "0-CPU FooterReader actor lands on an idle CPU node the autoscaler removes "
-                  "(2 of 3 runs); needs a GPU group on a cluster whose CPU nodes stay (#19)")
-def test_a_gpu_pool_lands_on_the_gpu_group(local_cluster: raykube.Cluster,
+def test_a_gpu_pool_lands_on_the_gpu_group(gpu_pool_cluster: Any,
                                            digits_files: dict[str, str],
                                            streamed: raykube.TrainResult, tmp_path: Path) -> None:
     source = tmp_path / "small"
@@ -380,8 +384,8 @@ def test_a_gpu_pool_lands_on_the_gpu_group(local_cluster: raykube.Cluster,
         str(streamed.checkpoint), str(source), str(tmp_path / "out"),
         resources={"cpus": 1, "gpus": 1, "acceleratorType": "A100"}, workerGroup="gpu",
         actorPool={"minSize": 1, "maxSize": 1})
-    result = raykube.batch_predict(spec, local_cluster)
-    gpu_nodes = {n.node_id for n in local_cluster.status().nodes if n.group == "gpu"}
+    result = raykube.batch_predict(spec, gpu_pool_cluster)
+    gpu_nodes = {n.node_id for n in gpu_pool_cluster.status().nodes if n.group == "gpu"}
     assert result.actor_nodes and set(result.actor_nodes) <= gpu_nodes
     assert result.rows_out == result.rows_in > 0
 
@@ -396,6 +400,15 @@ def test_an_actor_the_cluster_cannot_place_is_refused_before_start(tmp_path: Pat
         check_placement(parse_batch_spec(_batch(workerGroup="gpu")), cluster)
     with pytest.raises(SpecError, match="holds an actor of 1 CPU / 1 GPU"):
         check_placement(parse_batch_spec(_batch(resources={"gpus": 1})), cluster)
+    cluster = load_spec(SPECS / "data-gpu.yaml")
+    with pytest.raises(SpecError, match="holds an actor of 1 CPU / 2 GPU"):
+        check_placement(parse_batch_spec(_batch(resources={"gpus": 2})), cluster)
+    with pytest.raises(SpecError, match=r"1 CPU / 1 GPU \(H100\)"):
+        check_placement(parse_batch_spec(_batch(resources={"gpus": 1, "acceleratorType": "H100"})),
+                        cluster)
+    with pytest.raises(SpecError, match="holds an actor of 1 CPU / 1 GPU"):
+        check_placement(parse_batch_spec(_batch(resources={"gpus": 1}, workerGroup="cpu")), cluster)
+    check_placement(parse_batch_spec(_batch(resources={"gpus": 1}, workerGroup="gpu")), cluster)
 
 
 @pytest.mark.unit

@@ -41,6 +41,8 @@ def test_session_cluster_nodes_carry_their_group(local_cluster: raykube.Cluster)
 def test_two_clusters_lifecycle_and_nothing_left(local_cluster: raykube.Cluster,
                                                  tmp_path: Path) -> None:
     """up -> status -> scale -> down on a second cluster while the session cluster runs."""
+    import ray
+
     fixed = raykube.up(SPECS / "fixed.yaml", timeout=180)
     record = LocalRecord.load("rk-fixed")
     assert record is not None
@@ -69,8 +71,10 @@ def test_two_clusters_lifecycle_and_nothing_left(local_cluster: raykube.Cluster,
         live = fixed.logs(tmp_path / "live", node="worker")
         assert len(live) >= 2 and all(n.startswith("worker-") for n in live), live
         assert all((d / "raylet.out").is_file() for d in live.values()), "each node's own logs"
+        assert raykube.connect(fixed).dashboard_url  # a driver of this cluster, as in a notebook
     finally:
         fixed.down()
+    assert not ray.is_initialized(), "down detached this process first (else Ray ends it)"
     assert find_processes(record.marker) == []
     assert ray_processes_under(record.temp_dir) == []
     assert LocalRecord.load("rk-fixed") is None
