@@ -41,11 +41,16 @@ def markdown(results: dict[str, Any]) -> str:
                                                       "raykube_over_native_2w"])]
     if results.get("serving"):
         parts += ["## Serving (one-instance requests)",
-                  table(results["serving"], ["server", "concurrency", "p50_ms", "p95_ms",
-                                             "p99_ms", "req_per_s", "failures"]),
-                  table(results["serving_summary"], ["concurrency", "p50_ratio", "p99_ratio",
-                                                     "throughput_ratio", "metrics_p50_ratio",
-                                                     "metrics_throughput_ratio"])]
+                  table(results["serving"], ["server", "client", "concurrency", "p50_ms",
+                                             "p95_ms", "p99_ms", "req_per_s", "failures"]),
+                  "## Serving decomposed (ratios: raykube over plain, raykube over the bare "
+                  "deployment, bare over plain, raykube's Serve settings over Ray's, metrics)",
+                  table(results["serving_summary"], [
+                      "client", "concurrency", "p50_ratio", "throughput_ratio",
+                      "router_p50_ratio", "router_throughput_ratio", "serve_p50_ratio",
+                      "serve_throughput_ratio", "fast_path_p50_ratio",
+                      "fast_path_throughput_ratio", "metrics_p50_ratio",
+                      "metrics_throughput_ratio"])]
     if results.get("faults"):
         parts += ["## Serving through faults and changes (4 clients, requests back to back)",
                   table(results["faults"], ["scenario", "injected", "requests", "failed",
@@ -87,8 +92,9 @@ def plots(results: dict[str, Any], folder: Path) -> list[str]:
         written.append("training.png")
     if results.get("serving"):
         fig, ax = plt.subplots(figsize=(7, 4))
-        for server in ("raykube", "plain"):
-            rows = [r for r in results["serving"] if r["server"] == server]
+        for server in ("raykube", "serve-bare-fast", "plain"):
+            rows = [r for r in results["serving"]
+                    if r["server"] == server and r["client"] == "new-connection"]
             ax.plot([r["concurrency"] for r in rows], [r["p50_ms"] for r in rows], marker="o",
                     label=f"{server} p50")
             ax.plot([r["concurrency"] for r in rows], [r["p99_ms"] for r in rows], marker="x",

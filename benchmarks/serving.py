@@ -1,9 +1,10 @@
-"""Serving latency and throughput: a raykube service against the same model on plain uvicorn.
+"""Serving latency and throughput, decomposed: plain uvicorn, a bare Serve deployment (with
+Ray's Serve settings and with raykube's), and a raykube service, all the same predictor.
 
-Both answer the same JSON protocol with the same predictor (jobs/digits_serving.TorchDigits);
-client threads send one-instance requests at several concurrency levels, each request over a
-new HTTP connection for both. Reported per level: p50/p95/p99 latency and requests/s, and the
-Serve/plain ratios.
+All answer the same JSON protocol with the same predictor (jobs/digits_serving.TorchDigits);
+client threads send one-instance requests at several concurrency levels, over a new HTTP
+connection per request and over one kept open. Reported per server, client and level:
+p50/p95/p99 latency and requests/s; then the ratios that say where the time goes.
 """
 
 from __future__ import annotations
@@ -42,29 +43,45 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def load_test(url: str, concurrency: int, requests_per_client: int) -> dict[str, float]:
-    """Latency percentiles (ms) and throughput (req/s) of ``concurrency`` clients."""
+def load_test(url: str, concurrency: int, requests_per_client: int, *,
+              keep_alive: bool = False) -> dict[str, float]:
+    """Latency percentiles (ms) and throughput (req/s) of ``concurrency`` clients, each
+    opening a new connection per request or (``keep_alive``) holding one open."""
+    import http.client
     import json
+    import urllib.parse
 
     body = json.dumps({"instances": INSTANCE}).encode()
+    headers = {"Content-Type": "application/json"}
+    parts = urllib.parse.urlsplit(url)
     latencies: list[float] = []
     failures = [0]
     lock = threading.Lock()
 
+    def post(connection: http.client.HTTPConnection) -> None:
+        connection.request("POST", parts.path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status}")
+
     def client() -> None:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         for _ in range(requests_per_client):
-            request = urllib.request.Request(url, data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
             start = time.perf_counter()
             try:
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    response.read()
-            except OSError:
+                post(connection)
+            except (OSError, http.client.HTTPException):
                 with lock:
                     failures[0] += 1
+                connection.close()
                 continue
+            finally:
+                if not keep_alive:
+                    connection.close()
             with lock:
                 latencies.append(time.perf_counter() - start)
+        connection.close()
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     started = time.perf_counter()
@@ -90,65 +107,150 @@ def _answers(url: str) -> bool:
         return False
 
 
-def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str, Any]]:
-    """Both servers at each concurrency level; the plain server runs while Serve is idle."""
-    from raykube.serving.service import deploy
+SERVE_RAY_DEFAULTS = {
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    "RAY_SERVE_LOG_TO_STDERR": "1",
+}
+"""Ray 2.60's own values of the settings raykube changes (SERVE_FAST_PATH_ENV): the second
+cluster starts with these, so one run compares Serve as Ray ships it with Serve as raykube
+starts it."""
+
+CLIENTS = ("new-connection", "keep-alive")
+"""A new TCP connection per request (what the issue's first figures used), or one held open."""
+
+DEPLOYMENT_CPUS = 0.5
+"""What each measured deployment reserves: five replicas share the two clusters' four 1-CPU
+workers (all on the same cores; the reservation only places them)."""
+
+
+def _code_folder() -> str:
+    """A working dir with the bare deployment beside the jobs it imports (jobs/ copied)."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="rk-bench-code-")) / "code"
+    shutil.copytree(ROOT / "jobs", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "benchmarks" / "bare_serve.py", folder)
+    return str(folder)
+
+
+def _ray_defaults_spec(name: str) -> Any:
+    from benchmarks.cluster_ops import fixed_spec
+
+    spec = fixed_spec(name)
+    spec.head_group_spec.env.update(SERVE_RAY_DEFAULTS)  # locally every node inherits the head's
+    return spec
+
+
+def _deploy_servers(cluster: Any, checkpoint: str, code: str, names: dict[str, str]
+                    ) -> tuple[dict[str, str], list[Any]]:
+    """The raykube services and the bare deployment ``names`` asks for on ``cluster``:
+    ``{server name: URL}`` and the services to delete. ``names`` maps a role ("raykube",
+    "raykube-no-metrics", "bare") to the server's name in the results."""
+    from raykube.serving.service import _ServeApi, deploy
     from raykube.specs.serve import parse_serve_spec
 
-    levels = [1, 4] if quick else [1, 4, 16]
-    per_client = 20 if quick else 200
-    folder = Path(tempfile.mkdtemp(prefix="rk-bench-ckpt-"))
-    checkpoint = make_checkpoint(folder)
-    def spec(name: str, metrics: bool) -> Any:
-        return parse_serve_spec({
-            "kind": "Serve", "name": name, "framework": "torch",
+    urls: dict[str, str] = {}
+    services = []
+    for role in ("raykube", "raykube-no-metrics"):
+        if role not in names:
+            continue
+        service = deploy(parse_serve_spec({
+            "kind": "Serve", "name": role.replace("raykube", "bench"), "framework": "torch",
             "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
             "versions": [{"version": "v1", "checkpoint": checkpoint}],
-            "replicas": 1, "resources": {"cpus": 1}, "maxOngoingRequests": 32,
-            "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0}, "metrics": metrics,
-        })
+            "replicas": 1, "resources": {"cpus": DEPLOYMENT_CPUS}, "maxOngoingRequests": 32,
+            "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0},
+            "metrics": role == "raykube",
+        }), cluster)
+        services.append(service)
+        urls[names[role]] = service.url
+    api = _ServeApi(cluster)
+    api.put(list(api.app_configs().values()) + [{
+        "name": "bare", "route_prefix": "/bare", "import_path": "bare_serve:app",
+        "args": {"checkpoint": checkpoint},
+        "runtime_env": {"working_dir": cluster.upload_working_dir(code),
+                        "env_vars": {"OMP_NUM_THREADS": "1"}},
+        "deployments": [{"name": "Bare", "num_replicas": 1, "max_ongoing_requests": 32,
+                         "ray_actor_options": {"num_cpus": DEPLOYMENT_CPUS}}],
+    }])
+    urls[names["bare"]] = f"{api.serve_url}/bare"
+    wait_for(lambda: _answers(urls[names["bare"]]), timeout=180, what="the bare deployment")
+    return urls, services
 
+
+def _remove_bare(cluster: Any) -> None:
+    from raykube.serving.service import _ServeApi
+
+    api = _ServeApi(cluster)
+    api.put([c for n, c in api.app_configs().items() if n != "bare"])
+
+
+def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str, Any]]:
+    """Six servers of the same predictor, each level and client measured over every server in
+    turn (the order rotating each round), medians of the rounds:
+
+    - ``plain``: uvicorn, one process, no Ray;
+    - ``serve-bare``: one bare Serve deployment, Ray's own Serve settings (a second cluster);
+    - ``serve-bare-fast``: the same with raykube's (:data:`SERVE_FAST_PATH_ENV`);
+    - ``raykube``: a raykube service (router, traffic shares, retries, metrics);
+    - ``raykube-no-metrics``: the same without its metrics;
+    - ``raykube-ray-defaults``: a raykube service with Ray's own Serve settings.
+    """
+    import raykube
+    from raykube.render.serve_config import SERVE_FAST_PATH_ENV
+
+    assert set(SERVE_RAY_DEFAULTS) == set(SERVE_FAST_PATH_ENV)
+    levels = [1, 4] if quick else [1, 4, 16]
+    rounds = 1 if quick else 3
+    requests = 40 if quick else 400
+    checkpoint = make_checkpoint(Path(tempfile.mkdtemp(prefix="rk-bench-ckpt-")))
+    code = _code_folder()
     port = free_port()
     plain_url = f"http://127.0.0.1:{port}/digits"
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / "plain_server.py"), "--port", str(port),
          "--checkpoint", checkpoint], env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress("serving: a second cluster with Ray's own Serve settings")
+    defaults = raykube.up(_ray_defaults_spec("rk-bench-ray"), timeout=180)
+    services: list[Any] = []
     rows: list[dict[str, Any]] = []
     try:
         wait_for(lambda: _answers(plain_url), timeout=60, what="the plain uvicorn server")
-        # The same service with raykube's metrics on and off, both up at once (one replica's
-        # CPU each) and measured in alternating rounds, so drift hits both alike; then the
-        # plain server while Serve is idle.
-        progress("serving: deploying bench (metrics on) and bench-off (metrics off)")
-        services = {"raykube": deploy(spec("bench", True), cluster),
-                    "raykube-no-metrics": deploy(spec("bench-off", False), cluster)}
-        try:
-            for url in (s.url for s in services.values()):
-                load_test(url, 2, 10)  # warm-up: connections, first batches
-            for level in levels:
-                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in services}
-                for index in range(ROUNDS):
-                    order = list(services.items())
-                    for name, service in order if index % 2 == 0 else reversed(order):
-                        progress(f"serving: {name} at concurrency {level}")
-                        rounds[name].append(load_test(service.url, level,
-                                                      max(1, per_client // ROUNDS)))
-                rows += [{"server": name, "concurrency": level, **median_of(runs)}
-                         for name, runs in rounds.items()]
-        finally:
-            for service in services.values():
-                service.delete()
-        _measure(plain_url, "plain", levels, per_client, rows, progress)
+        progress("serving: deploying the services and the bare deployments")
+        urls = {"plain": plain_url}
+        for target, names in (
+                (cluster, {"raykube": "raykube", "raykube-no-metrics": "raykube-no-metrics",
+                           "bare": "serve-bare-fast"}),
+                (defaults, {"raykube": "raykube-ray-defaults", "bare": "serve-bare"})):
+            deployed, more = _deploy_servers(target, checkpoint, code, names)
+            urls.update(deployed)
+            services += more
+        for url in urls.values():
+            load_test(url, 2, 10)  # warm-up: connections, first batches
+        order = list(urls.items())
+        for level in levels:
+            for client in CLIENTS:
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+                progress(f"serving: concurrency {level}, {client} client, {rounds} round(s)")
+                for index in range(rounds):
+                    turn = order[index % len(order):] + order[:index % len(order)]
+                    for name, url in turn:
+                        runs[name].append(load_test(url, level, max(2, requests // level),
+                                                    keep_alive=client == "keep-alive"))
+                rows += [{"server": name, "client": client, "concurrency": level,
+                          **median_of(results)} for name, results in runs.items()]
     finally:
+        for service in services:
+            if service.cluster.name == cluster.name:  # the other cluster's go with it
+                service.delete()
+        _remove_bare(cluster)
+        defaults.down()
         server.terminate()
         server.wait(timeout=30)
     return rows
-
-
-ROUNDS = 4
-"""Rounds per concurrency level of the metrics-on and metrics-off services, in alternating
-order (on, off; off, on; ...), so neither always runs first."""
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -159,27 +261,36 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
                   else statistics.median(r[key] for r in runs)) for key in runs[0]}
 
 
-def _measure(url: str, server_name: str, levels: list[int], per_client: int,
-             rows: list[dict[str, Any]], progress: Any) -> None:
-    load_test(url, 2, 10)  # warm-up: connections, first batches
-    for level in levels:
-        progress(f"serving: {server_name} at concurrency {level}")
-        rows.append({"server": server_name, "concurrency": level,
-                     **load_test(url, level, per_client)})
-
-
 def summarise_serving(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per concurrency level: raykube / plain ratios, and what raykube's metrics cost
-    (metrics on / off; the goal is within 5%: p50 <= 1.05, throughput >= 0.95)."""
+    """Per client and level, the decomposition as ratios (latency: lower is better; throughput:
+    higher): raykube over the bare deployment with the same settings (what raykube's router
+    costs; goal p50 <= 1.15, throughput >= 0.9), raykube over plain uvicorn (goal p50 <= 4 at
+    concurrency 1, throughput >= 0.25 at 16), the bare deployment over plain (Serve's own cost),
+    raykube's Serve settings over Ray's own, and raykube's metrics (on / off; goal within 5%)."""
     out = []
-    for level in sorted({r["concurrency"] for r in rows}):
-        ray, plain, bare = (next(r for r in rows if r["server"] == server
-                                 and r["concurrency"] == level)
-                            for server in ("raykube", "plain", "raykube-no-metrics"))
-        out.append({"concurrency": level,
-                    "p50_ratio": ray["p50_ms"] / plain["p50_ms"],
-                    "p99_ratio": ray["p99_ms"] / plain["p99_ms"],
-                    "throughput_ratio": ray["req_per_s"] / plain["req_per_s"],
-                    "metrics_p50_ratio": ray["p50_ms"] / bare["p50_ms"],
-                    "metrics_throughput_ratio": ray["req_per_s"] / bare["req_per_s"]})
+    for client in CLIENTS:
+        for level in sorted({r["concurrency"] for r in rows}):
+            at = {r["server"]: r for r in rows
+                  if r["client"] == client and r["concurrency"] == level}
+            ray, plain, bare = at["raykube"], at["plain"], at["serve-bare-fast"]
+
+            def ratio(top: dict[str, float], bottom: dict[str, float], key: str) -> float:
+                return top[key] / bottom[key]
+
+            out.append({
+                "client": client, "concurrency": level,
+                "p50_ratio": ratio(ray, plain, "p50_ms"),
+                "p99_ratio": ratio(ray, plain, "p99_ms"),
+                "throughput_ratio": ratio(ray, plain, "req_per_s"),
+                "router_p50_ratio": ratio(ray, bare, "p50_ms"),
+                "router_throughput_ratio": ratio(ray, bare, "req_per_s"),
+                "serve_p50_ratio": ratio(bare, plain, "p50_ms"),
+                "serve_throughput_ratio": ratio(bare, plain, "req_per_s"),
+                "fast_path_p50_ratio": ratio(ray, at["raykube-ray-defaults"], "p50_ms"),
+                "fast_path_throughput_ratio": ratio(ray, at["raykube-ray-defaults"],
+                                                    "req_per_s"),
+                "bare_fast_path_p50_ratio": ratio(bare, at["serve-bare"], "p50_ms"),
+                "metrics_p50_ratio": ratio(ray, at["raykube-no-metrics"], "p50_ms"),
+                "metrics_throughput_ratio": ratio(ray, at["raykube-no-metrics"], "req_per_s"),
+            })
     return out

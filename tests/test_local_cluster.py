@@ -195,6 +195,18 @@ def test_a_connection_to_one_cluster_is_not_used_for_another(
     assert ensure_connected(ray_driver).gcs_address == ray_driver.address
 
 
+def test_every_node_starts_with_serves_fast_path(ray_driver: raykube.Cluster) -> None:
+    import ray
+
+    from raykube.render.serve_config import SERVE_FAST_PATH_ENV
+
+    @ray.remote(num_cpus=1)
+    def settings() -> dict[str, str | None]:
+        return {name: os.environ.get(name) for name in SERVE_FAST_PATH_ENV}
+
+    assert ray.get(settings.remote(), timeout=120) == SERVE_FAST_PATH_ENV
+
+
 def test_cli_status_list_env(local_cluster: raykube.Cluster) -> None:
     status = run_cli("status", "rk-session")
     assert status.returncode == 0, status.stderr

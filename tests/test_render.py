@@ -161,6 +161,23 @@ def test_spec_travels_to_the_pods_for_jobs() -> None:
     assert parse_spec(yaml.safe_load(shipped)) == spec
 
 
+def test_every_ray_container_starts_with_serves_fast_path_unless_its_group_says() -> None:
+    from raykube.render.serve_config import SERVE_FAST_PATH_ENV
+
+    spec = load_spec(ROOT / "clusters" / "gpu.yaml")
+    spec.worker_group_specs[0].env["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"
+    cluster = render_raycluster(spec)["spec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [
+        g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    assert len(pods) >= 3
+    for index, pod in enumerate(pods):
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        wanted = dict(SERVE_FAST_PATH_ENV)
+        if index == 1:  # the first worker group's own setting wins
+            wanted["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"
+        assert {k: env[k] for k in wanted} == wanted
+
+
 def test_yaml_stream_round_trips() -> None:
     objects = render_all(monitored())
     assert list(yaml.safe_load_all(to_yaml(objects))) == objects

@@ -19,6 +19,7 @@ import yaml
 
 from raykube.render.meta import HEAD_METRICS_PORTS, HEAD_PORTS, MANAGED_BY, PORT_NAMES, metadata
 from raykube.render.monitoring import render_monitoring
+from raykube.render.serve_config import SERVE_FAST_PATH_ENV
 from raykube.specs.cluster import (
     GPU_RESOURCE,
     SPEC_ENV,
@@ -73,9 +74,10 @@ def _env(values: dict[str, EnvValue]) -> list[dict[str, Any]]:
 
 def _container_env(spec: ClusterSpec, group: HeadGroupSpec | WorkerGroupSpec
                    ) -> dict[str, Any]:
-    """A container's ``env`` (the group's, and the spec without its environment as
-    ``RAYKUBE_SPEC``) and ``envFrom``."""
-    fields: dict[str, Any] = {"env": _env({**group.env, SPEC_ENV: spec.public().to_yaml()})}
+    """A container's ``env`` (Serve's fast path, the group's, and the spec without its
+    environment as ``RAYKUBE_SPEC``) and ``envFrom``."""
+    fields: dict[str, Any] = {"env": _env({**SERVE_FAST_PATH_ENV, **group.env,
+                                           SPEC_ENV: spec.public().to_yaml()})}
     if group.env_from:
         fields["envFrom"] = [{k: {"name": v} for k, v in item.model_dump(
             by_alias=True, exclude_none=True).items()} for item in group.env_from]

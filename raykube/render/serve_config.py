@@ -43,6 +43,22 @@ head would take every service's router with it; a sliver of CPU keeps it on a wo
 run with ``num-cpus: 0``). Elsewhere the router reserves nothing, so it never holds a worker
 node (a GPU one, say) up on its own."""
 
+SERVE_FAST_PATH_ENV = {
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+}
+"""Serve's throughput settings every raykube node starts with (locally the head's environment,
+which its nodes inherit; on Kubernetes each Ray container's): the part of Ray 2.60's
+``RAY_SERVE_THROUGHPUT_OPTIMIZED`` that leaves how user code runs alone. The router's calls to a
+version go over gRPC, a handle's routing runs on its caller's event loop, and request logs go
+to Serve's log files only, written 1,000 lines at a time (an error at once). Left out: user code
+on the replica's own event loop (a slow predictor would stall its health checks) and direct
+ingress (it replaces Serve's proxies, which route a service's path). Measured by
+``python -m benchmarks`` against Ray's defaults; a group's ``env`` (or, locally, the caller's
+environment) overrides each one."""
+
 REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
 """Environment every replica starts with, beside its framework's worker environment: one math
 thread per replica (Serve scales by replicas, not threads)."""

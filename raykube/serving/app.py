@@ -195,11 +195,12 @@ class Router:
         self.rollout_verdict: str | None = None
         self.answers = RecentAnswers()
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        """New traffic shares, applied in place (canary, promote, roll back)."""
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """New traffic shares, applied in place (canary, promote, roll back). A coroutine: a
+        handle whose routing runs on its caller's loop is made on the replica's loop."""
         weights = {v: int(w) for v, w in config["weights"].items() if int(w) > 0}
         self.handles = {
-            v: self.handles.get(v) or serve.get_app_handle(model_app_name(self.service, v))
+            v: self.handles.get(v) or version_handle(model_app_name(self.service, v))
             for v in weights
         }
         self.weights = weights
@@ -295,6 +296,14 @@ class Router:
                     raise
                 self.metrics.retried(version)
                 await asyncio.sleep(0.1)
+
+
+def version_handle(app_name: str) -> Any:
+    """The router's handle to a version's application, over Ray actor calls even where Serve
+    calls deployments over gRPC (raykube's fast path): over gRPC a replica that dies holding a
+    request looks like one that could not be reached, so the router would re-send a request
+    that kills replicas up to :data:`RETRIES` times instead of :data:`DIED_RETRIES`."""
+    return serve.get_app_handle(app_name).options(_by_reference=True)
 
 
 def _error(code: int, message: str, version: str | None = None) -> JSONResponse:

@@ -70,6 +70,7 @@ from raykube.errors import (
 )
 from raykube.private import make_private_dir, why_not_private, write_private
 from raykube.progress import Progress
+from raykube.render.serve_config import SERVE_FAST_PATH_ENV
 from raykube.specs.cluster import (
     GROUP_LABEL,
     SPEC_ENV,
@@ -243,6 +244,8 @@ class LocalBackend:
         # 10 s, so a short run's last values reach Prometheus before its workers exit
         # (raykube.worker_metrics waits for that); a caller's own setting wins.
         env.setdefault("RAY_metrics_report_interval_ms", "2000")
+        for name, value in SERVE_FAST_PATH_ENV.items():  # the spec's or the caller's wins
+            env.setdefault(name, value)
         options = spec.gcs_fault_tolerance_options
         if options is not None:
             # What KubeRay sets in the pods: the GCS keeps its tables in Redis under the
