@@ -51,6 +51,13 @@ def markdown(results: dict[str, Any]) -> str:
                       "serve_throughput_ratio", "fast_path_p50_ratio",
                       "fast_path_throughput_ratio", "metrics_p50_ratio",
                       "metrics_throughput_ratio"])]
+        if any("haproxy_p50_ratio" in r for r in results["serving_summary"]):
+            parts += ["## Serving behind Serve's HAProxy ingress (ratios: raykube over plain, "
+                      "raykube over the bare deployment, bare over plain)",
+                      table(results["serving_summary"], [
+                          "client", "concurrency", "haproxy_p50_ratio",
+                          "haproxy_throughput_ratio", "haproxy_router_p50_ratio",
+                          "haproxy_router_throughput_ratio", "haproxy_serve_p50_ratio"])]
     if results.get("faults"):
         parts += ["## Serving through faults and changes (4 clients, requests back to back)",
                   table(results["faults"], ["scenario", "injected", "requests", "failed",

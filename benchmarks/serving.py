@@ -121,7 +121,7 @@ CLIENTS = ("new-connection", "keep-alive")
 """A new TCP connection per request (what the issue's first figures used), or one held open."""
 
 DEPLOYMENT_CPUS = 0.5
-"""What each measured deployment reserves: five replicas share the two clusters' four 1-CPU
+"""What each measured deployment reserves: up to seven replicas share the clusters' 1-CPU
 workers (all on the same cores; the reservation only places them)."""
 
 
@@ -140,6 +140,34 @@ def _ray_defaults_spec(name: str) -> Any:
 
     spec = fixed_spec(name)
     spec.head_group_spec.env.update(SERVE_RAY_DEFAULTS)  # locally every node inherits the head's
+    return spec
+
+
+def _haproxy_spec(name: str) -> Any:
+    """A cluster whose Serve answers HTTP through HAProxy straight to the ingress replicas
+    (Serve's HAProxy ingress, with direct ingress: no proxy actor), or None where no
+    ``haproxy`` is installed. Its files and ports are its own, not Serve's fixed defaults, so
+    it runs beside other clusters on one machine."""
+    import shutil
+
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        return None
+    # Short: Serve puts each node's files in <folder>/<node id>/, and HAProxy takes a socket
+    # path of at most 97 characters.
+    folder = tempfile.mkdtemp(prefix="rkh-", dir="/tmp")
+    spec = _ray_defaults_spec(name)
+    spec.head_group_spec.env.clear()  # raykube's fast path, and HAProxy
+    spec.head_group_spec.env.update({
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": haproxy,
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    })
     return spec
 
 
@@ -196,7 +224,9 @@ def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str,
     - ``serve-bare-fast``: the same with raykube's (:data:`SERVE_FAST_PATH_ENV`);
     - ``raykube``: a raykube service (router, traffic shares, retries, metrics);
     - ``raykube-no-metrics``: the same without its metrics;
-    - ``raykube-ray-defaults``: a raykube service with Ray's own Serve settings.
+    - ``raykube-ray-defaults``: a raykube service with Ray's own Serve settings;
+    - ``serve-bare-haproxy``, ``raykube-haproxy``: both behind Serve's HAProxy ingress (a
+      third cluster; left out where ``haproxy`` is not installed).
     """
     import raykube
     from raykube.render.serve_config import SERVE_FAST_PATH_ENV
@@ -214,17 +244,25 @@ def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str,
          "--checkpoint", checkpoint], env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress("serving: a second cluster with Ray's own Serve settings")
-    defaults = raykube.up(_ray_defaults_spec("rk-bench-ray"), timeout=180)
+    others = [raykube.up(_ray_defaults_spec("rk-bench-ray"), timeout=180)]
+    layouts = [
+        (cluster, {"raykube": "raykube", "raykube-no-metrics": "raykube-no-metrics",
+                   "bare": "serve-bare-fast"}),
+        (others[0], {"raykube": "raykube-ray-defaults", "bare": "serve-bare"})]
+    haproxy = _haproxy_spec("rk-bench-haproxy")
+    if haproxy is None:
+        progress("serving: no haproxy installed: the HAProxy ingress figures are left out")
+    else:
+        progress("serving: a third cluster with Serve's HAProxy ingress")
+        others.append(raykube.up(haproxy, timeout=180))
+        layouts.append((others[1], {"raykube": "raykube-haproxy", "bare": "serve-bare-haproxy"}))
     services: list[Any] = []
     rows: list[dict[str, Any]] = []
     try:
         wait_for(lambda: _answers(plain_url), timeout=60, what="the plain uvicorn server")
         progress("serving: deploying the services and the bare deployments")
         urls = {"plain": plain_url}
-        for target, names in (
-                (cluster, {"raykube": "raykube", "raykube-no-metrics": "raykube-no-metrics",
-                           "bare": "serve-bare-fast"}),
-                (defaults, {"raykube": "raykube-ray-defaults", "bare": "serve-bare"})):
+        for target, names in layouts:
             deployed, more = _deploy_servers(target, checkpoint, code, names)
             urls.update(deployed)
             services += more
@@ -247,7 +285,8 @@ def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str,
             if service.cluster.name == cluster.name:  # the other cluster's go with it
                 service.delete()
         _remove_bare(cluster)
-        defaults.down()
+        for other in others:
+            other.down()
         server.terminate()
         server.wait(timeout=30)
     return rows
@@ -293,4 +332,13 @@ def summarise_serving(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "metrics_p50_ratio": ratio(ray, at["raykube-no-metrics"], "p50_ms"),
                 "metrics_throughput_ratio": ratio(ray, at["raykube-no-metrics"], "req_per_s"),
             })
+            if "raykube-haproxy" in at:
+                hap, bare_hap = at["raykube-haproxy"], at["serve-bare-haproxy"]
+                out[-1].update({
+                    "haproxy_p50_ratio": ratio(hap, plain, "p50_ms"),
+                    "haproxy_throughput_ratio": ratio(hap, plain, "req_per_s"),
+                    "haproxy_router_p50_ratio": ratio(hap, bare_hap, "p50_ms"),
+                    "haproxy_router_throughput_ratio": ratio(hap, bare_hap, "req_per_s"),
+                    "haproxy_serve_p50_ratio": ratio(bare_hap, plain, "p50_ms"),
+                })
     return out

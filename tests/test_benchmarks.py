@@ -40,13 +40,14 @@ def test_quick_benchmarks_write_json_table_and_plots(tmp_path: Path) -> None:
     serving = results["serving"]
     assert {r["server"] for r in serving} == {
         "plain", "serve-bare", "serve-bare-fast", "raykube", "raykube-no-metrics",
-        "raykube-ray-defaults"}
+        "raykube-ray-defaults", "serve-bare-haproxy", "raykube-haproxy"}  # CI installs haproxy
     assert {r["client"] for r in serving} == {"new-connection", "keep-alive"}
     assert all(r["failures"] == 0 and positive(r["p50_ms"]) and r["p99_ms"] >= r["p50_ms"]
                for r in serving)
     assert all(positive(r[key]) for r in results["serving_summary"] for key in (
         "router_p50_ratio", "router_throughput_ratio", "serve_p50_ratio",
-        "fast_path_p50_ratio", "metrics_p50_ratio", "metrics_throughput_ratio"))
+        "fast_path_p50_ratio", "metrics_p50_ratio", "metrics_throughput_ratio",
+        "haproxy_p50_ratio", "haproxy_router_p50_ratio"))
     faults = {r["scenario"]: r for r in results["faults"]}
     assert set(faults) == {"replica killed", "rollout"}
     assert all(r["requests"] > 0 and positive(r["recover_s"]) and positive(r["p99_ratio"])
