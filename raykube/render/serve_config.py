@@ -53,12 +53,12 @@ SERVE_FAST_PATH_ENV = {
 which its nodes inherit; on Kubernetes each Ray container's): the part of Ray 2.60's
 ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` that leaves how user code runs alone. Serve's proxies call a
 service's router over gRPC (the router keeps Ray actor calls to its versions: see
-:func:`raykube.serving.app.version_handle`), a handle's routing runs on its caller's event loop,
-and request logs go to Serve's log files only, written 1,000 lines at a time (an error at once). Left out: user code
-on the replica's own event loop (a slow predictor would stall its health checks) and direct
-ingress (it replaces Serve's proxies, which route a service's path). Measured by
-``python -m benchmarks`` against Ray's defaults; a group's ``env`` (or, locally, the caller's
-environment) overrides each one."""
+:func:`raykube.serving.app.version_handle`), a handle's routing runs on its caller's event
+loop, and request logs go to Serve's log files only, written 1,000 lines at a time (an error
+at once). Left out: user code on the replica's own event loop (a slow predictor would stall
+its health checks) and direct ingress (it replaces Serve's proxies, which route a service's
+path). Measured by ``python -m benchmarks`` against Ray's defaults; a group's ``env`` (or,
+locally, the caller's environment) overrides each one."""
 
 REPLICA_ENV = {"OMP_NUM_THREADS": "1"}
 """Environment every replica starts with, beside its framework's worker environment: one math
