@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,16 +39,20 @@ def test_quick_benchmarks_write_json_table_and_plots(tmp_path: Path) -> None:
     summary = results["training_summary"][0]
     assert positive(summary["efficiency_raykube"]) and positive(summary["raykube_over_native_2w"])
     serving = results["serving"]
+    # The HAProxy ingress figures need Debian's haproxy (CI installs it); without, they are
+    # left out, and said so.
+    haproxy = shutil.which("haproxy") is not None
     assert {r["server"] for r in serving} == {
         "plain", "serve-bare", "serve-bare-fast", "raykube", "raykube-no-metrics",
-        "raykube-ray-defaults", "serve-bare-haproxy", "raykube-haproxy"}  # CI installs haproxy
+        "raykube-ray-defaults"} | ({"serve-bare-haproxy", "raykube-haproxy"} if haproxy else set())
+    assert haproxy or "no haproxy installed" in done.stderr
     assert {r["client"] for r in serving} == {"new-connection", "keep-alive"}
     assert all(r["failures"] == 0 and positive(r["p50_ms"]) and r["p99_ms"] >= r["p50_ms"]
                for r in serving)
     assert all(positive(r[key]) for r in results["serving_summary"] for key in (
         "router_p50_ratio", "router_throughput_ratio", "serve_p50_ratio",
         "fast_path_p50_ratio", "metrics_p50_ratio", "metrics_throughput_ratio",
-        "haproxy_p50_ratio", "haproxy_router_p50_ratio"))
+        *(("haproxy_p50_ratio", "haproxy_router_p50_ratio") if haproxy else ())))
     faults = {r["scenario"]: r for r in results["faults"]}
     assert set(faults) == {"replica killed", "rollout"}
     assert all(r["requests"] > 0 and positive(r["recover_s"]) and positive(r["p99_ratio"])
