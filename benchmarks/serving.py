@@ -156,8 +156,9 @@ def _haproxy_spec(name: str) -> Any:
     # Short: Serve puts each node's files in <folder>/<node id>/, and HAProxy takes a socket
     # path of at most 97 characters.
     folder = tempfile.mkdtemp(prefix="rkh-", dir="/tmp")
-    spec = _ray_defaults_spec(name)
-    spec.head_group_spec.env.clear()  # raykube's fast path, and HAProxy
+    from benchmarks.cluster_ops import fixed_spec
+
+    spec = fixed_spec(name)  # raykube's fast path, and HAProxy
     spec.head_group_spec.env.update({
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_BINARY_PATH": haproxy,
