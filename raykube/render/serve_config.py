@@ -52,7 +52,7 @@ SERVE_FAST_PATH_ENV = {
 """Serve's throughput settings every raykube node starts with (locally the head's environment,
 which its nodes inherit; on Kubernetes each Ray container's): the part of Ray 2.60's
 ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` that leaves how user code runs alone. Serve's proxies call a
-service's router over gRPC (the router keeps Ray actor calls to its versions: see
+service's router over gRPC (as the router calls its versions whatever this says: see
 :func:`raykube.serving.app.version_handle`), a handle's routing runs on its caller's event
 loop, and request logs go to Serve's log files only, written 1,000 lines at a time (an error
 at once). Left out: user code on the replica's own event loop (a slow predictor would stall
