@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cluster_ops import fixed_spec
-from benchmarks.serving import INSTANCE, ROOT, make_checkpoint, percentile
+from benchmarks.serving import INSTANCE, ROOT, digits_service, make_checkpoint, percentile
 from raykube.waiting import wait_for
 
 sys.path.insert(0, str(ROOT / "tests"))  # the Redis launcher of the tests' support
@@ -216,13 +216,9 @@ def bench_faults(cluster: Any, *, quick: bool, progress: Callable[[str], None]
 
 def _service_spec(checkpoint: str, version: str, replicas: int) -> Any:
     """The benchmarked service: the digits MLP, ``replicas`` replicas of 0.25 CPU."""
-    from raykube.specs.serve import parse_serve_spec
-
-    return parse_serve_spec({
-        "kind": "Serve", "name": "faults", "framework": "torch",
-        "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
-        "versions": [{"version": version, "checkpoint": checkpoint}],
-        "replicas": replicas, "resources": {"cpus": 0.25}, "maxOngoingRequests": 32})
+    return digits_service("faults", checkpoint, replicas=replicas, resources={"cpus": 0.25},
+                          versions=[{"version": version, "checkpoint": checkpoint}],
+                          batching={"maxBatchSize": 8, "batchWaitTimeoutS": 0.01})
 
 
 def bench_head_loss(checkpoint: str, progress: Callable[[str], None]) -> list[dict[str, Any]]:

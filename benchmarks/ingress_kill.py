@@ -26,19 +26,23 @@ benchmarks``: it answers one design question, on clusters of its own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import report
 from benchmarks.cluster_ops import fixed_spec
 from benchmarks.faults import Scenario, TimedLoad, measure
-from benchmarks.serving import _answers, _code_folder, _haproxy_spec, make_checkpoint
+from benchmarks.serving import (
+    _answers,
+    _code_folder,
+    _haproxy_spec,
+    digits_service,
+    make_checkpoint,
+)
 from raykube.waiting import wait_for
 
 L7_RETRIES = {"RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response response-timeout "
@@ -87,14 +91,8 @@ def _deploy_bare(cluster: Any, checkpoint: str) -> tuple[str, Callable[[], set[i
 def _deploy_service(cluster: Any, checkpoint: str) -> tuple[str, Callable[[], set[int]]]:
     """A raykube service with two model replicas: its URL, and its model replicas' pids."""
     from raykube.serving.service import deploy
-    from raykube.specs.serve import parse_serve_spec
 
-    service = deploy(parse_serve_spec({
-        "kind": "Serve", "name": "kill", "framework": "torch",
-        "predictor": "digits_serving:TorchDigits",
-        "workingDir": str(Path(__file__).resolve().parent.parent / "jobs"),
-        "versions": [{"version": "v1", "checkpoint": checkpoint}],
-        "replicas": 2, "resources": {"cpus": 0.5}, "maxOngoingRequests": 32}), cluster)
+    service = deploy(digits_service("kill", checkpoint, replicas=2), cluster)
 
     def pids() -> set[int]:
         return {r.pid for r in service.status().version("v1").replicas
@@ -154,22 +152,10 @@ def main() -> int:
     parser.add_argument("--out", default="bench-results/ingress-kill", help="results folder")
     parser.add_argument("--kills", type=int, default=4, help="kills per front")
     args = parser.parse_args()
-    started = time.monotonic()
-
-    def progress(message: str) -> None:
-        print(f"[bench {time.monotonic() - started:6.1f}s] {message}", file=sys.stderr,
-              flush=True)
-
-    rows = bench_ingress_kill(args.kills, progress)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    keys = ["server", "front", "kills", "requests", "failed", "kills_with_failures",
-            "failed_per_kill"]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    rows = bench_ingress_kill(args.kills, report.progress_printer())
+    print(report.write_rows("A killed replica as the ingress, behind each front", rows,
+                            ["server", "front", "kills", "requests", "failed",
+                             "kills_with_failures", "failed_per_kill"], Path(args.out)))
     return 0
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,4 +125,32 @@ def write(results: dict[str, Any], folder: Path) -> str:
     text = markdown(results)
     (folder / "results.md").write_text(text)
     results["plots"] = plots(results, folder)
+    return text
+
+
+def progress_printer() -> Callable[[str], None]:
+    """A progress line writer to stderr, each line stamped with seconds since this call."""
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"[bench {time.monotonic() - started:6.1f}s] {message}", file=sys.stderr,
+              flush=True)
+
+    return progress
+
+
+def write_rows(title: str, rows: list[dict[str, Any]], columns: list[str], folder: Path
+               ) -> str:
+    """One question's results (the stand-alone benchmarks): ``rows`` with the machine into
+    ``folder``/results.json, and ``title``, the machine and a table into results.md; returns
+    the Markdown."""
+    from benchmarks import machine
+
+    described = machine.describe()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(
+        json.dumps({"machine": described, "rows": rows}, indent=2, default=str) + "\n")
+    text = (f"# {title}\n\n{described['date']}: {described['cpus']} CPUs, Python "
+            f"{described['python']}, Ray {described['ray']}\n\n{table(rows, columns)}\n")
+    (folder / "results.md").write_text(text)
     return text

@@ -172,27 +172,33 @@ def _haproxy_spec(name: str) -> Any:
     return spec
 
 
+def digits_service(name: str, checkpoint: str, **fields: Any) -> Any:
+    """The benchmarks' raykube service spec: the digits MLP behind the same predictor as every
+    other server, one version; ``fields`` (the spec's YAML names) override the defaults."""
+    from raykube.specs.serve import parse_serve_spec
+
+    return parse_serve_spec({
+        "kind": "Serve", "name": name, "framework": "torch",
+        "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
+        "versions": [{"version": "v1", "checkpoint": checkpoint}],
+        "replicas": 1, "resources": {"cpus": DEPLOYMENT_CPUS}, "maxOngoingRequests": 32,
+        "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0}, **fields})
+
+
 def _deploy_servers(cluster: Any, checkpoint: str, code: str, names: dict[str, str]
                     ) -> tuple[dict[str, str], list[Any]]:
     """The raykube services and the bare deployment ``names`` asks for on ``cluster``:
     ``{server name: URL}`` and the services to delete. ``names`` maps a role ("raykube",
     "raykube-no-metrics", "bare") to the server's name in the results."""
     from raykube.serving.service import _ServeApi, deploy
-    from raykube.specs.serve import parse_serve_spec
 
     urls: dict[str, str] = {}
     services = []
     for role in ("raykube", "raykube-no-metrics"):
         if role not in names:
             continue
-        service = deploy(parse_serve_spec({
-            "kind": "Serve", "name": role.replace("raykube", "bench"), "framework": "torch",
-            "predictor": "digits_serving:TorchDigits", "workingDir": str(ROOT / "jobs"),
-            "versions": [{"version": "v1", "checkpoint": checkpoint}],
-            "replicas": 1, "resources": {"cpus": DEPLOYMENT_CPUS}, "maxOngoingRequests": 32,
-            "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0},
-            "metrics": role == "raykube",
-        }), cluster)
+        service = deploy(digits_service(role.replace("raykube", "bench"), checkpoint,
+                                        metrics=role == "raykube"), cluster)
         services.append(service)
         urls[names[role]] = service.url
     api = _ServeApi(cluster)

@@ -159,7 +159,7 @@ class Model:
         """Predictions for one request's instances (checked here, batched with others)."""
         return await self._predict_batch(as_batch(instances, self.input_shape))
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0)
     async def _predict_batch(self, batches: list[Any]) -> list[list[Any]]:
         import numpy as np
 
