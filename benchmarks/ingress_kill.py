@@ -1,6 +1,6 @@
 """Could a service drop its router hop? What a killed replica costs when it is the ingress.
 
-    python -m benchmarks.ingress_kill --out bench-results/ingress-kill [--kills 4]   # ~15 min
+    python -m benchmarks.ingress_kill --out bench-results/ingress-kill [--kills 4]   # ~7 min
 
 A raykube service answers HTTP in its router, which calls the version's model replica: a second
 call per request (see ``benchmarks/serving.py``). The hop-free design would have the request
@@ -40,6 +40,7 @@ from benchmarks.serving import (
     _answers,
     _code_folder,
     _haproxy_spec,
+    bare_app,
     digits_service,
     make_checkpoint,
 )
@@ -69,14 +70,7 @@ def _deploy_bare(cluster: Any, checkpoint: str) -> tuple[str, Callable[[], set[i
     from raykube.serving.service import _ServeApi
 
     api = _ServeApi(cluster)
-    api.put([{
-        "name": "bare", "route_prefix": "/bare", "import_path": "bare_serve:app",
-        "args": {"checkpoint": checkpoint},
-        "runtime_env": {"working_dir": cluster.upload_working_dir(_code_folder()),
-                        "env_vars": {"OMP_NUM_THREADS": "1"}},
-        "deployments": [{"name": "Bare", "num_replicas": 2, "max_ongoing_requests": 32,
-                         "ray_actor_options": {"num_cpus": 0.5}}],
-    }])
+    api.put([bare_app(cluster, checkpoint, _code_folder(), replicas=2)])
     url = f"{api.serve_url}/bare"
 
     def pids() -> set[int]:

@@ -185,6 +185,34 @@ def digits_service(name: str, checkpoint: str, **fields: Any) -> Any:
         "batching": {"maxBatchSize": 8, "batchWaitTimeoutS": 0}, **fields})
 
 
+def bare_app(cluster: Any, checkpoint: str, code: str, replicas: int = 1) -> dict[str, Any]:
+    """The Serve application of the bare deployment (``benchmarks/bare_serve.py``) on
+    ``/bare``, its code from ``code`` (see :func:`_code_folder`) uploaded to ``cluster``."""
+    return {
+        "name": "bare", "route_prefix": "/bare", "import_path": "bare_serve:app",
+        "args": {"checkpoint": checkpoint},
+        "runtime_env": {"working_dir": cluster.upload_working_dir(code),
+                        "env_vars": {"OMP_NUM_THREADS": "1"}},
+        "deployments": [{"name": "Bare", "num_replicas": replicas, "max_ongoing_requests": 32,
+                         "ray_actor_options": {"num_cpus": DEPLOYMENT_CPUS}}],
+    }
+
+
+def medians_in_turns(urls: dict[str, str], level: int, rounds: int, requests: int, *,
+                     keep_alive: bool = False) -> dict[str, dict[str, float]]:
+    """Each server's :func:`median_of` over ``rounds`` load tests at concurrency ``level``
+    (``requests`` in all per test), the servers taking turns and the order rotating each round,
+    so no server always runs first or right after another's load."""
+    order = list(urls.items())
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+    for index in range(rounds):
+        shift = index % len(order)
+        for name, url in order[shift:] + order[:shift]:
+            runs[name].append(load_test(url, level, max(2, requests // level),
+                                        keep_alive=keep_alive))
+    return {name: median_of(results) for name, results in runs.items()}
+
+
 def _deploy_servers(cluster: Any, checkpoint: str, code: str, names: dict[str, str]
                     ) -> tuple[dict[str, str], list[Any]]:
     """The raykube services and the bare deployment ``names`` asks for on ``cluster``:
@@ -202,14 +230,7 @@ def _deploy_servers(cluster: Any, checkpoint: str, code: str, names: dict[str, s
         services.append(service)
         urls[names[role]] = service.url
     api = _ServeApi(cluster)
-    api.put(list(api.app_configs().values()) + [{
-        "name": "bare", "route_prefix": "/bare", "import_path": "bare_serve:app",
-        "args": {"checkpoint": checkpoint},
-        "runtime_env": {"working_dir": cluster.upload_working_dir(code),
-                        "env_vars": {"OMP_NUM_THREADS": "1"}},
-        "deployments": [{"name": "Bare", "num_replicas": 1, "max_ongoing_requests": 32,
-                         "ray_actor_options": {"num_cpus": DEPLOYMENT_CPUS}}],
-    }])
+    api.put(list(api.app_configs().values()) + [bare_app(cluster, checkpoint, code)])
     urls[names["bare"]] = f"{api.serve_url}/bare"
     wait_for(lambda: _answers(urls[names["bare"]]), timeout=180, what="the bare deployment")
     return urls, services
@@ -275,18 +296,13 @@ def bench_serving(cluster: Any, *, quick: bool, progress: Any) -> list[dict[str,
             services += more
         for url in urls.values():
             load_test(url, 2, 10)  # warm-up: connections, first batches
-        order = list(urls.items())
         for level in levels:
             for client in CLIENTS:
-                runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
                 progress(f"serving: concurrency {level}, {client} client, {rounds} round(s)")
-                for index in range(rounds):
-                    turn = order[index % len(order):] + order[:index % len(order)]
-                    for name, url in turn:
-                        runs[name].append(load_test(url, level, max(2, requests // level),
-                                                    keep_alive=client == "keep-alive"))
-                rows += [{"server": name, "client": client, "concurrency": level,
-                          **median_of(results)} for name, results in runs.items()]
+                medians = medians_in_turns(urls, level, rounds, requests,
+                                           keep_alive=client == "keep-alive")
+                rows += [{"server": name, "client": client, "concurrency": level, **figures}
+                         for name, figures in medians.items()]
     finally:
         for service in services:
             if service.cluster.name == cluster.name:  # the other cluster's go with it

@@ -1,7 +1,7 @@
 """Serve's per-deployment settings, each measured on a raykube service: replicas, queue depth,
 batching.
 
-    python -m benchmarks.serving_knobs --out bench-results/serving-knobs   # ~8 min
+    python -m benchmarks.serving_knobs --out bench-results/serving-knobs   # ~4 min
 
 One cluster of the benchmarks' shape (a head without CPUs, two 1-CPU workers) runs the digits
 service several times over, each a variant of the serving benchmark's service (1 replica of
@@ -10,7 +10,8 @@ service several times over, each a variant of the serving benchmark's service (1
 - ``replicas-2``: two replicas (Serve spreads them over the two workers, one per core);
 - ``max-ongoing-8`` / ``max-ongoing-128``: how many requests a replica holds at once;
 - ``no-batching``: ``maxBatchSize: 1``;
-- ``batch-wait-10ms``: batches wait up to 10 ms to fill (the spec's default).
+- ``batch-wait-10ms``: batches wait up to 10 ms to fill (the spec's default until this
+  measured it; now 0).
 
 One-instance requests over a new connection per request at concurrency 1, 4 and 16, the
 variants taking turns, medians of 3 rounds; each variant's p50 and throughput as a ratio of the
@@ -28,12 +29,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.cluster_ops import fixed_spec
-from benchmarks.serving import (
-    digits_service,
-    load_test,
-    make_checkpoint,
-    median_of,
-)
+from benchmarks.serving import digits_service, load_test, make_checkpoint, medians_in_turns
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {},
@@ -68,14 +64,9 @@ def bench_knobs(rounds: int, requests: int, progress: Callable[[str], None]
             urls[name] = service.url
         for url in urls.values():
             load_test(url, 2, 10)  # warm-up
-        order = list(urls.items())
         for level in (1, 4, 16):
             progress(f"knobs: concurrency {level}, {rounds} round(s)")
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
-            for index in range(rounds):
-                for name, url in order[index % len(order):] + order[:index % len(order)]:
-                    runs[name].append(load_test(url, level, max(2, requests // level)))
-            medians = {name: median_of(results) for name, results in runs.items()}
+            medians = medians_in_turns(urls, level, rounds, requests)
             base = medians["baseline"]
             rows += [{"variant": name, "concurrency": level, **figures,
                       "p50_ratio": figures["p50_ms"] / base["p50_ms"],

@@ -294,7 +294,8 @@ class Router:
 def version_handle(app_name: str) -> Any:
     """The router's handle to a version's application: over gRPC whatever the cluster's
     default, one transport with one meaning for each error (:data:`REPLICA_LOST`), and the
-    cheaper hop (measured by ``python -m benchmarks``: p50 0.75-0.94x of Ray actor calls)."""
+    cheaper hop (a service's p50 0.75-0.94x of Ray actor calls in a one-off run; the
+    README's Serving models section)."""
     return serve.get_app_handle(app_name).options(_by_reference=False)
 
 
