@@ -27,6 +27,34 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
+TRANSIENT_EXCEPTIONS = frozenset({
+    "TimeoutError", "GetTimeoutError", "RayActorError", "ActorDiedError",
+    "ActorUnavailableError"})
+"""Exceptions a dashboard handler answers HTTP 500 with while Ray is still starting or
+restarting the actor it asks (Serve's controller and proxies): the same request may succeed a
+moment later. Serve's ``PUT /api/serve/applications/`` answers ``TimeoutError: HTTP proxies not
+available after 60s.`` on a loaded machine, for one."""
+
+
+def error_of(body: str) -> str:
+    """The part of a dashboard's error answer a user needs: the exception line of a Python
+    traceback (its last line; the frames before it are the dashboard's own), else the answer's
+    start."""
+    if "Traceback (most recent call last)" in body:
+        lines = [line.strip() for line in body.splitlines() if line.strip()]
+        return lines[-1][:500]
+    return body[:500]
+
+
+def is_transient_answer(status: int, error: str) -> bool:
+    """Whether an HTTP error from a dashboard may go away unchanged: a gateway or availability
+    error, or a 500 raised by one of :data:`TRANSIENT_EXCEPTIONS`."""
+    if status in (502, 503, 504):
+        return True
+    name = error.split(":", 1)[0].rsplit(".", 1)[-1]
+    return status == 500 and name in TRANSIENT_EXCEPTIONS
+
+
 class DashboardClient:
     """Authenticated JSON calls to one dashboard (redirects are refused, not followed)."""
 
@@ -45,7 +73,8 @@ class DashboardClient:
         """Send one request and return the decoded JSON answer.
 
         Raises:
-            BackendError: the dashboard is unreachable (retryable) or answered an HTTP error.
+            BackendError: the dashboard is unreachable or answered an HTTP error (retryable
+                where :func:`is_transient_answer` says so).
         """
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
@@ -62,14 +91,15 @@ class DashboardClient:
                     "redirects with a cluster's token",
                     "use the dashboard's own URL (`raykube address NAME`)",
                 ) from exc
-            detail = exc.read().decode(errors="replace")[:500]
+            detail = error_of(exc.read().decode(errors="replace"))
             hint = (
                 "the cluster uses Ray token auth: check RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token"
                 if exc.code in (401, 403)
                 else ""
             )
             raise BackendError(
-                f"dashboard {self.url}{path} answered HTTP {exc.code}: {detail}", hint
+                f"dashboard {self.url}{path} answered HTTP {exc.code}: {detail}", hint,
+                retryable=is_transient_answer(exc.code, detail),
             ) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise BackendError(

@@ -45,6 +45,10 @@ from raykube.target import ClusterRef, resolve
 from raykube.waiting import wait_for
 
 APPLICATIONS_PATH = "/api/serve/applications/"
+REQUEST_TIMEOUT_S = 90.0
+"""Longer than the 60 s the dashboard gives Serve's proxies to start inside the first PUT."""
+PUT_TIMEOUT_S = 240.0
+"""How long a PUT is re-sent while the dashboard answers a transient error."""
 RUNNING = "RUNNING"
 FAILED_STATES = ("DEPLOY_FAILED", "UNHEALTHY")
 
@@ -111,7 +115,7 @@ class _ServeApi:
         self.cluster = cluster
         endpoints = cluster.endpoints
         self.client = DashboardClient(endpoints.dashboard_url, endpoints.auth_token_path,
-                                      timeout=60.0)
+                                      timeout=REQUEST_TIMEOUT_S)
         self.serve_url = endpoints.serve_url.rstrip("/")
         self.serve_host = cluster.capabilities.serve_host
         self.http_port = endpoints.serve_head_port or int(self.serve_url.rsplit(":", 1)[1])
@@ -140,7 +144,12 @@ class _ServeApi:
                              "port": http.get("port") or self.http_port},
             "applications": applications,
         }
-        self.client.request("PUT", APPLICATIONS_PATH, config)
+        # The PUT is declarative (the whole config), so re-sending it is safe. The first one
+        # on a cluster starts Serve; on a loaded machine Serve's proxies can miss the
+        # dashboard's 60 s start deadline (HTTP 500, TimeoutError), and the next PUT finds
+        # them started.
+        wait_for(lambda: self.client.request("PUT", APPLICATIONS_PATH, config) or True,
+                 timeout=PUT_TIMEOUT_S, what="Serve to take the applications' config")
 
 
 def _replicas(app: dict[str, Any], deployment: str) -> list[Replica]:
