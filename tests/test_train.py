@@ -151,11 +151,22 @@ def test_run_resumes_from_its_storage(local_cluster: raykube.Cluster,
 
 
 @pytest.mark.local
-def test_elastic_training_grows_with_the_autoscaler(tmp_path: Path) -> None:
+def test_elastic_training_grows_with_the_autoscaler(local_cluster: raykube.Cluster,
+                                                    tmp_path: Path) -> None:
     """Elastic training starts on what is there and grows as the autoscaler adds nodes. A
     cluster of its own keeps one cpu worker (minReplicas 1) and may add two: the run starts
     with one worker, asks for three, and at a resize check after the new nodes joined it
-    restarts with three from its latest checkpoint."""
+    restarts with three from its latest checkpoint.
+
+    Ray Train considers a resize ``elastic_resize_monitor_interval_s`` after the worker group
+    started, which is before the workers have imported torch and written a checkpoint. The
+    autoscaler adds the two nodes in ~4 s, so at 2 s a loaded machine resized before the first
+    checkpoint (a CI run restarted at epoch 0). At 12 s the one-worker group has written
+    checkpoints first, and its 60 epochs (30 s of epoch delay alone) outlast the check.
+
+    The session cluster stays up beside it (``local_cluster``), so Ray code inside this one
+    that looks for its own State API (Train's placement-group cleaner) finds two clusters on
+    the machine: it must still reach its own."""
     spec = parse_spec({
         "name": "rk-elastic", "storage": {"path": str(tmp_path / "storage")},
         "headGroupSpec": {"rayStartParams": {"num-cpus": "0"}},
@@ -166,12 +177,21 @@ def test_elastic_training_grows_with_the_autoscaler(tmp_path: Path) -> None:
     })
     import ray
 
+    @ray.remote(num_cpus=0)
+    def state_api_nodes() -> set[str]:
+        """The live nodes the State API shows a task that names no address."""
+        from ray.util.state import list_nodes
+
+        return {node.node_id for node in list_nodes() if node.state == "ALIVE"}
+
     ray.shutdown()  # earlier tests left this process connected to the session cluster
     cluster = raykube.up(spec, timeout=180)
     try:
         result = run_torch(cluster, num_workers=(1, 3), name="elastic",
-                           elastic_resize_monitor_interval_s=2,
-                           config={"epochs": 40, "epoch_delay_s": 0.5}).return_value
+                           elastic_resize_monitor_interval_s=12,
+                           config={"epochs": 60, "epoch_delay_s": 0.5}).return_value
+        alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        assert ray.get(state_api_nodes.remote()) == alive, "its own State API, not another"
     finally:
         ray.shutdown()  # this process drove the run: leave before the cluster goes
         cluster.down()

@@ -119,6 +119,10 @@ def _ray_cli() -> str:
     return str(candidate) if candidate.exists() else "ray"
 
 
+API_SERVER_ADDRESS_ENV = "RAY_API_SERVER_ADDRESS"
+"""Ray's variable naming a cluster's dashboard for its State API and Jobs SDK clients."""
+
+
 def _node_ip() -> str:
     import ray.util
 
@@ -238,6 +242,10 @@ class LocalBackend:
                 "AUTOSCALER_METRIC_PORT": str(record.ports.autoscaler_metrics),
                 "DASHBOARD_METRIC_PORT": str(record.ports.dashboard_metrics),
                 "RAY_USAGE_STATS_ENABLED": "0",
+                # Ray code that looks for "the" cluster's State API from inside it (Ray Train
+                # V2's placement-group cleaner, a job calling ray.util.state) finds this one:
+                # on a machine running two local clusters its search finds both and fails.
+                API_SERVER_ADDRESS_ENV: self._endpoints(record).dashboard_url,
             }
         )
         # Processes export their metrics to their node's agent every 2 s instead of Ray's
