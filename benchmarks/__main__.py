@@ -44,10 +44,7 @@ def main() -> int:
     repeats = args.repeats or (1 if quick else 3)
     sections = args.only or [s for s in SECTIONS if s != "kubernetes" or not quick]
     started = time.monotonic()
-
-    def progress(message: str) -> None:
-        print(f"[bench {time.monotonic() - started:6.1f}s] {message}", file=sys.stderr,
-              flush=True)
+    progress = report.progress_printer()
 
     # One compute thread per worker under every launcher; the cluster's processes inherit it.
     apply_single_thread_env()
